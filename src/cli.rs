@@ -1,0 +1,166 @@
+//! The command line: `ferricorn [OPTIONS] APP_MODULE`, with Gunicorn's flag names.
+//!
+//! Errors in flags or values are one line naming the flag and what it accepts, exit status 2.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::{self, Layer, Sources};
+
+/// Exit status for a command line or configuration that cannot be used.
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferricorn",
+    version = long_version(),
+    about = "A systemd-native application server for Python WSGI apps.",
+    after_help = "Config file: TOML with the long flag names as keys (workers = 3, \
+                  bind = [\"unix:/run/app/socket\"]). Precedence: defaults < environment \
+                  (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS, PORT, VIRTUAL_ENV) < config file < flags."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub opts: Layer,
+
+    /// Config file (TOML). [default: ./ferricorn.toml if it exists]
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Check the configuration, import the app, and exit 0 (or 1 on failure).
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+fn long_version() -> &'static str {
+    Box::leak(
+        format!(
+            "{} (Python {}, {})",
+            crate::VERSION,
+            crate::PYTHON_VERSION,
+            crate::PYTHON_EXECUTABLE
+        )
+        .into_boxed_str(),
+    )
+}
+
+/// One line from a clap error: the first line, plus the possible values if clap listed them.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments").to_string();
+    let first = first.strip_prefix("error: ").unwrap_or(&first).to_string();
+    let extra: Vec<&str> = lines
+        .filter(|l| l.starts_with("[possible values"))
+        .collect();
+    if extra.is_empty() {
+        format!("ferricorn: error: {first} (see ferricorn --help)")
+    } else {
+        format!("ferricorn: error: {first} {}", extra.join(" "))
+    }
+}
+
+/// Entry point of the binary; returns the exit status.
+pub fn main() -> i32 {
+    // Keep the arguments: the process title later overwrites the memory they live in.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    0
+                }
+                _ => {
+                    eprintln!("{}", one_line(&e));
+                    EXIT_USAGE
+                }
+            };
+        }
+    };
+    let (config_file, explicit_file) = match cli.config.clone() {
+        Some(p) => (Some(p), true),
+        None => (Some(PathBuf::from(config::DEFAULT_CONFIG_FILE)), false),
+    };
+    let sources = Sources {
+        cli: cli.opts.clone(),
+        config_file,
+        explicit_file,
+    };
+    let cfg = match sources.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferricorn: error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if cli.print_config {
+        print!("{}", cfg.to_toml());
+        return 0;
+    }
+    if cfg.app.is_none() {
+        eprintln!(
+            "ferricorn: error: no app given: ferricorn [OPTIONS] module:callable \
+             (or app = \"module:callable\" in the config file)"
+        );
+        return EXIT_USAGE;
+    }
+    if let Some(dir) = &cfg.chdir
+        && let Err(e) = std::env::set_current_dir(dir)
+    {
+        eprintln!("ferricorn: error: --chdir {}: {e}", dir.display());
+        return EXIT_USAGE;
+    }
+    for kv in &cfg.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            // SAFETY: still single-threaded: nothing else reads the environment concurrently.
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
+    if cli.check_config {
+        return check_config(&cfg, &argv);
+    }
+    if let Err(e) = crate::logging::init(&cfg) {
+        eprintln!("ferricorn: error: {e}");
+        return 1;
+    }
+    crate::proctitle::init();
+    crate::master::run(cfg, argv)
+}
+
+/// `--check-config`: the config is valid (already checked) and the app imports.
+fn check_config(cfg: &config::Config, argv: &[String]) -> i32 {
+    if let Err(e) = crate::python::init(cfg, argv) {
+        eprintln!("ferricorn: error: {e}");
+        return 1;
+    }
+    match crate::python::load_app(cfg.app_spec()) {
+        Ok(_) => {
+            eprintln!(
+                "ferricorn: configuration OK; app `{}` loaded",
+                cfg.app_spec()
+            );
+            0
+        }
+        Err(e) => {
+            if !e.traceback.is_empty() {
+                eprint!("{}", e.traceback);
+            }
+            eprintln!(
+                "ferricorn: error: the app `{}` failed to load: {}",
+                cfg.app_spec(),
+                e.reason
+            );
+            1
+        }
+    }
+}

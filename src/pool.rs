@@ -1,0 +1,125 @@
+//! The worker's Python threads (`--threads`), and the record of how long each has been busy.
+//!
+//! Jobs arrive through an MPMC channel; a thread waits on it without the GIL and attaches to
+//! the interpreter only to run the job. How many requests may be inside Python at once is
+//! decided by the caller (a semaphore of `threads` permits, released when a job is done).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pyo3::Python;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+use crate::ipc::monotonic_ns;
+use crate::wsgi::{Called, Pending, Reply, Request, WsgiApp};
+
+/// Work for a Python thread. The permit is released when the job has finished (after
+/// `close()`), so the number of requests in Python never exceeds `--threads`.
+pub enum Job {
+    /// Call the app, then consume its result.
+    Call {
+        req: Request,
+        reply: oneshot::Sender<Reply>,
+        permit: OwnedSemaphorePermit,
+    },
+    /// Consume a result the app already returned (called on the event loop thread).
+    Iterate {
+        pending: Pending,
+        reply: oneshot::Sender<Reply>,
+        permit: OwnedSemaphorePermit,
+    },
+}
+
+/// When each Python thread (slot) entered the app, 0 when idle.
+pub struct Busy {
+    slots: Vec<AtomicU64>,
+}
+
+impl Busy {
+    pub fn new(n: usize) -> Busy {
+        Busy {
+            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Marks `slot` busy until the guard is dropped.
+    pub fn enter(&self, slot: usize) -> BusyGuard<'_> {
+        self.slots[slot].store(monotonic_ns(), Ordering::Relaxed);
+        BusyGuard { busy: self, slot }
+    }
+
+    /// The start of the oldest call still running, or 0.
+    pub fn oldest(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|&t| t != 0)
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+pub struct BusyGuard<'a> {
+    busy: &'a Busy,
+    slot: usize,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.busy.slots[self.slot].store(0, Ordering::Relaxed);
+    }
+}
+
+/// A fixed set of Python threads.
+pub struct Pool {
+    tx: crossbeam_channel::Sender<Job>,
+}
+
+impl Pool {
+    /// Starts `n` threads; their busy slots are `first_slot..first_slot + n` of `busy`.
+    pub fn start(n: usize, app: Arc<WsgiApp>, busy: Arc<Busy>, first_slot: usize) -> Pool {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        for i in 0..n {
+            let rx = rx.clone();
+            let app = app.clone();
+            let busy = busy.clone();
+            std::thread::Builder::new()
+                .name(format!("python-{i}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        let _b = busy.enter(first_slot + i);
+                        run(&app, job);
+                    }
+                })
+                .expect("cannot start a Python thread");
+        }
+        Pool { tx }
+    }
+
+    pub fn submit(&self, job: Job) {
+        // The receivers live as long as the process; a send cannot fail.
+        let _ = self.tx.send(job);
+    }
+}
+
+fn run(app: &WsgiApp, job: Job) {
+    Python::attach(|py| match job {
+        Job::Call { req, reply, permit } => {
+            match app.call(py, req) {
+                Called::Done(r) => {
+                    let _ = reply.send(r);
+                }
+                Called::Iterate(p) => app.iterate(py, p, reply),
+            }
+            drop(permit);
+        }
+        Job::Iterate {
+            pending,
+            reply,
+            permit,
+        } => {
+            app.iterate(py, pending, reply);
+            drop(permit);
+        }
+    });
+}

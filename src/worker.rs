@@ -1,0 +1,364 @@
+//! A worker process: starts Python, imports the app, and serves HTTP on the inherited
+//! listeners until told to stop.
+//!
+//! Lifecycle: forked by the master → `Booted` once the app is imported and the listeners are
+//! polled → `Heartbeat`s → on TERM (or after `--max-requests`) stops accepting, lets in-flight
+//! requests finish, and exits 0. INT/QUIT exit at once. A failed import exits with
+//! [`EXIT_APP_LOAD`] after logging the traceback and telling the master why.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use pyo3::prelude::*;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::http::{AccessLog, Limits, Service};
+use crate::ipc::{self, Msg};
+use crate::pool::{Busy, Pool};
+use crate::proxy::Peer;
+use crate::sockets::{Listener, LocalAddr};
+use crate::wsgi::WsgiApp;
+
+/// Exit code of a worker whose interpreter could not start (Gunicorn's WORKER_BOOT_ERROR).
+pub const EXIT_BOOT_ERROR: i32 = 3;
+/// Exit code of a worker that could not load the app (Gunicorn's APP_LOAD_ERROR).
+pub const EXIT_APP_LOAD: i32 = 4;
+
+/// What a freshly forked worker is given.
+pub struct Spawn<'a> {
+    pub cfg: &'a Config,
+    pub listeners: &'a [Listener],
+    pub ipc: &'a ipc::Sender,
+    /// Descriptors of the master the worker must not keep (its signalfd, the pipe's read end).
+    pub close_fds: Vec<RawFd>,
+    pub argv: &'a [String],
+    pub master_pid: i32,
+}
+
+/// Runs in the child right after `fork()`; never returns.
+pub fn run(s: Spawn<'_>) -> ! {
+    // The master blocks its signals (it reads them from a signalfd); a worker handles its own.
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+    for fd in &s.close_fds {
+        let _ = nix::unistd::close(*fd);
+    }
+    // Die with the master: a worker must never outlive it (no orphans after SIGKILL).
+    // SAFETY: prctl with constant arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+    }
+    if nix::unistd::getppid().as_raw() != s.master_pid {
+        exit(0);
+    }
+    crate::proctitle::set(&format!("ferricorn: worker [{}]", s.cfg.proc_name()));
+    let code = boot_and_serve(&s);
+    exit(code)
+}
+
+fn exit(code: i32) -> ! {
+    // Skip Rust and C atexit handlers inherited from the master (Python ran its own already).
+    // SAFETY: _exit is always safe to call.
+    unsafe { libc::_exit(code) }
+}
+
+fn boot_and_serve(s: &Spawn<'_>) -> i32 {
+    let cfg = s.cfg;
+    if let Err(e) = crate::python::init(cfg, s.argv) {
+        tracing::error!("{e}");
+        s.ipc.send(&Msg::BootFailed(e));
+        return EXIT_BOOT_ERROR;
+    }
+    install_faulthandler();
+    let app = match crate::python::load_app(cfg.app_spec()) {
+        Ok(a) => a,
+        Err(e) => {
+            if e.traceback.is_empty() {
+                tracing::error!("Exception in worker process: {}", e.reason);
+            } else {
+                tracing::error!("Exception in worker process\n{}", e.traceback.trim_end());
+            }
+            s.ipc.send(&Msg::BootFailed(e.reason));
+            return EXIT_APP_LOAD;
+        }
+    };
+    let access =
+        crate::logging::access_sink().map(|sink| AccessLog::new(cfg.access_format(), sink));
+    let log_keys = access
+        .as_ref()
+        .map(|a| a.format.environ_vars())
+        .unwrap_or_default();
+    let threads = cfg.threads as usize;
+    let wsgi =
+        match Python::attach(|py| WsgiApp::new(py, app, threads > 1, cfg.workers > 1, log_keys)) {
+            Ok(w) => Arc::new(w),
+            Err(e) => {
+                let msg = format!("cannot prepare the WSGI environment: {e}");
+                tracing::error!("{msg}");
+                s.ipc.send(&Msg::BootFailed(msg));
+                return EXIT_BOOT_ERROR;
+            }
+        };
+    // Slot 0 is the event-loop thread (inline calls), 1..=threads the pool.
+    let busy = Arc::new(Busy::new(threads + 1));
+    let pool = Pool::start(threads, wsgi.clone(), busy.clone(), 1);
+    let limits = Limits::from_config(cfg);
+    let max_requests = match cfg.max_requests {
+        0 => 0,
+        n => n + fastrand::u64(0..=cfg.max_requests_jitter),
+    };
+    let service = Arc::new(Service {
+        app: wsgi,
+        pool,
+        slots: Arc::new(Semaphore::new(threads)),
+        inline: threads == 1,
+        busy,
+        limits,
+        forwarded: cfg.forwarded(),
+        access,
+        requests: Default::default(),
+        max_requests,
+        retire: Default::default(),
+    });
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the event loop: {e}");
+            return EXIT_BOOT_ERROR;
+        }
+    };
+    let code = rt.block_on(serve(cfg, s.listeners, s.ipc, service));
+    finalize_python();
+    code
+}
+
+/// On SIGABRT (sent by the master when the worker timed out) Python prints every thread's
+/// stack to the error log before the master's SIGKILL, so a hang can be diagnosed.
+fn install_faulthandler() {
+    let fd = crate::logging::error_sink().raw_fd();
+    let _ = Python::attach(|py| -> pyo3::PyResult<()> {
+        let fh = py.import("faulthandler")?;
+        let signal = py.import("signal")?;
+        let abrt = signal.getattr("SIGABRT")?;
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("file", fd)?;
+        kwargs.set_item("all_threads", true)?;
+        kwargs.set_item("chain", false)?;
+        fh.call_method("register", (abrt,), Some(&kwargs))?;
+        Ok(())
+    });
+}
+
+/// Runs `atexit` handlers and flushes Python's streams before a graceful exit.
+fn finalize_python() {
+    let _ = Python::attach(|py| {
+        py.run(
+            c"import atexit, sys\natexit._run_exitfuncs()\nsys.stdout.flush()\nsys.stderr.flush()",
+            None,
+            None,
+        )
+    });
+}
+
+enum Stop {
+    Graceful,
+    Fast,
+}
+
+async fn serve(
+    cfg: &Config,
+    listeners: &[Listener],
+    ipc: &ipc::Sender,
+    service: Arc<Service>,
+) -> i32 {
+    let builder = crate::http::builder(cfg, &service.limits);
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut accepts = Vec::new();
+    for l in listeners {
+        let fd = match l.try_clone_fd() {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::error!("cannot use listener {}: {e}", l.local);
+                return EXIT_BOOT_ERROR;
+            }
+        };
+        match accept_loop(
+            fd,
+            l.local.clone(),
+            builder.clone(),
+            service.clone(),
+            graceful.clone(),
+        ) {
+            Ok(task) => accepts.push(task),
+            Err(e) => {
+                tracing::error!("cannot use listener {}: {e}", l.local);
+                return EXIT_BOOT_ERROR;
+            }
+        }
+    }
+    let (Ok(mut term), Ok(mut quit), Ok(mut int), Ok(mut usr1), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return EXIT_BOOT_ERROR;
+    };
+    ipc.send(&Msg::Booted);
+    let heartbeat = heartbeat_every(cfg.timeout);
+    let beat = {
+        let service = service.clone();
+        let ipc_fd = ipc.raw_fd();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(heartbeat);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let msg = Msg::Heartbeat {
+                    busy_since: service.busy.oldest(),
+                    requests: service.requests.load(Ordering::Relaxed),
+                };
+                ipc::Sender::send_on(ipc_fd, &msg);
+            }
+        })
+    };
+    let stop = loop {
+        tokio::select! {
+            _ = term.recv() => break Stop::Graceful,
+            _ = quit.recv() => break Stop::Fast,
+            _ = int.recv() => break Stop::Fast,
+            _ = usr1.recv() => crate::logging::reopen(),
+            _ = hup.recv() => {} // the master handles reloads; workers are replaced, not reloaded
+            _ = service.retire.notified() => {
+                let n = service.requests.load(Ordering::Relaxed);
+                tracing::info!("Autorestarting worker after {n} requests (pid: {})", std::process::id());
+                ipc.send(&Msg::Retiring { requests: n });
+                break Stop::Graceful;
+            }
+        }
+    };
+    if let Stop::Fast = stop {
+        exit(0);
+    }
+    // Stop accepting; the master (or a new worker) keeps the listeners.
+    for a in accepts {
+        a.abort();
+        let _ = a.await;
+    }
+    let drained = async {
+        match Arc::try_unwrap(graceful) {
+            Ok(g) => g.shutdown().await,
+            Err(_) => tracing::warn!("connections still referenced; not waiting for them"),
+        }
+    };
+    tokio::select! {
+        _ = drained => {}
+        _ = quit.recv() => exit(0),
+        _ = int.recv() => exit(0),
+    }
+    beat.abort();
+    tracing::info!("Worker exiting (pid: {})", std::process::id());
+    0
+}
+
+/// How often a worker reports: often enough for `--timeout` to be precise, at most 1/s.
+fn heartbeat_every(timeout: u64) -> Duration {
+    if timeout == 0 {
+        return Duration::from_secs(1);
+    }
+    Duration::from_millis((timeout * 1000 / 4).clamp(50, 1000))
+}
+
+type AcceptTask = tokio::task::JoinHandle<()>;
+
+fn accept_loop(
+    fd: OwnedFd,
+    local: LocalAddr,
+    builder: hyper::server::conn::http1::Builder,
+    service: Arc<Service>,
+    graceful: Arc<GracefulShutdown>,
+) -> std::io::Result<AcceptTask> {
+    let local = Arc::new(local);
+    enum L {
+        Tcp(tokio::net::TcpListener),
+        Unix(tokio::net::UnixListener),
+    }
+    let raw = fd.as_raw_fd();
+    let listener = match local.as_ref() {
+        LocalAddr::Tcp(_) => {
+            let std = std::net::TcpListener::from(fd);
+            std.set_nonblocking(true)?;
+            L::Tcp(tokio::net::TcpListener::from_std(std)?)
+        }
+        LocalAddr::Unix(_) => {
+            let std = std::os::unix::net::UnixListener::from(fd);
+            std.set_nonblocking(true)?;
+            L::Unix(tokio::net::UnixListener::from_std(std)?)
+        }
+    };
+    Ok(tokio::spawn(async move {
+        loop {
+            let accepted = match &listener {
+                L::Tcp(l) => l.accept().await.map(|(s, a)| {
+                    let _ = s.set_nodelay(true);
+                    (Conn::Tcp(s), Peer::Tcp(a))
+                }),
+                L::Unix(l) => l.accept().await.map(|(s, _)| (Conn::Unix(s), Peer::Unix)),
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) {
+                        tracing::error!("accept() on fd {raw} failed: {e}; retrying in 100 ms");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+            };
+            let svc = service.clone();
+            let local = local.clone();
+            let handler =
+                hyper::service::service_fn(move |req| svc.clone().handle(req, peer, local.clone()));
+            match stream {
+                Conn::Tcp(s) => {
+                    let conn = graceful.watch(builder.serve_connection(TokioIo::new(s), handler));
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!("connection error: {e}");
+                        }
+                    });
+                }
+                Conn::Unix(s) => {
+                    let conn = graceful.watch(builder.serve_connection(TokioIo::new(s), handler));
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!("connection error: {e}");
+                        }
+                    });
+                }
+            }
+        }
+    }))
+}
+
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}

@@ -1,0 +1,329 @@
+//! Building the WSGI `environ` dict (PEP 3333) for one request.
+//!
+//! Per worker, a template dict holds what never changes (`wsgi.version`, `SERVER_SOFTWARE`,
+//! `wsgi.errors`, ...); per request it is copied and the request's own keys are added, with keys
+//! interned once. Strings are latin-1, as PEP 3333 requires ("bytes as str").
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use http::{HeaderMap, HeaderName, Method, Version};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use pyo3::{ffi, intern};
+
+use super::objects::{Body, ErrorStream, FileWrapper, Input};
+use crate::proxy::Peer;
+use crate::sockets::LocalAddr;
+
+/// What the environ is built from.
+pub struct Request {
+    pub method: Method,
+    /// The request target exactly as received (`RAW_URI`).
+    pub target: String,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Body,
+    pub peer: Peer,
+    pub local: std::sync::Arc<LocalAddr>,
+    /// `wsgi.url_scheme`, decided by the proxy rules.
+    pub scheme: &'static str,
+}
+
+impl Request {
+    /// The path part of the target, still percent-encoded.
+    pub fn raw_path(&self) -> &str {
+        let t = self.target.as_str();
+        let t = t.split_once('?').map_or(t, |(p, _)| p);
+        // absolute-form: strip scheme://authority
+        if let Some(rest) = t
+            .strip_prefix("http://")
+            .or_else(|| t.strip_prefix("https://"))
+        {
+            return rest.find('/').map_or("/", |i| &rest[i..]);
+        }
+        t
+    }
+
+    pub fn query(&self) -> &str {
+        self.target.split_once('?').map_or("", |(_, q)| q)
+    }
+
+    pub fn protocol(&self) -> &'static str {
+        protocol(self.version)
+    }
+}
+
+pub fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_09 => "HTTP/0.9",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// A Python str from bytes taken as latin-1.
+pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
+    if b.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        return PyString::new(py, unsafe { std::str::from_utf8_unchecked(b) });
+    }
+    // SAFETY: PyUnicode_DecodeLatin1 cannot fail on any byte sequence except memory errors,
+    // which pyo3 turns into a panic-free PyErr via from_owned_ptr_or_err.
+    unsafe {
+        let p = ffi::PyUnicode_DecodeLatin1(
+            b.as_ptr().cast(),
+            b.len() as ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
+        Bound::from_owned_ptr_or_err(py, p)
+            .map(|o| o.cast_into_unchecked::<PyString>())
+            .unwrap_or_else(|_| PyString::new(py, ""))
+    }
+}
+
+/// Percent-decodes a URL path into bytes (invalid escapes are kept as they are).
+pub fn decode_path(raw: &str) -> Vec<u8> {
+    percent_encoding::percent_decode_str(raw).collect()
+}
+
+/// The per-worker part of every environ.
+pub struct Template {
+    dict: Py<PyDict>,
+    script_name: String,
+    /// `HTTP_*` keys by header name, interned once.
+    keys: Mutex<HashMap<HeaderName, Py<PyString>>>,
+}
+
+/// Upper bound on cached header keys (a client could send many distinct names).
+const MAX_CACHED_KEYS: usize = 512;
+
+impl Template {
+    pub fn new(py: Python<'_>, multithread: bool, multiprocess: bool) -> PyResult<Template> {
+        let d = PyDict::new(py);
+        let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
+        let script_name = script_name.trim_end_matches('/').to_string();
+        d.set_item("SERVER_SOFTWARE", format!("ferricorn/{}", crate::VERSION))?;
+        d.set_item("SCRIPT_NAME", &script_name)?;
+        d.set_item("wsgi.version", (1, 0))?;
+        d.set_item("wsgi.errors", Py::new(py, ErrorStream)?)?;
+        d.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
+        d.set_item("wsgi.multithread", multithread)?;
+        d.set_item("wsgi.multiprocess", multiprocess)?;
+        d.set_item("wsgi.run_once", false)?;
+        d.set_item("wsgi.input_terminated", true)?;
+        Ok(Template {
+            dict: d.unbind(),
+            script_name,
+            keys: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn header_key<'py>(&self, py: Python<'py>, name: &HeaderName) -> Bound<'py, PyString> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = keys.get(name) {
+            return k.bind(py).clone();
+        }
+        let mut s = String::with_capacity(5 + name.as_str().len());
+        s.push_str("HTTP_");
+        for c in name.as_str().chars() {
+            s.push(if c == '-' {
+                '_'
+            } else {
+                c.to_ascii_uppercase()
+            });
+        }
+        let k = PyString::intern(py, &s);
+        if keys.len() < MAX_CACHED_KEYS {
+            keys.insert(name.clone(), k.clone().unbind());
+        }
+        k
+    }
+
+    /// Builds the environ for `req`, consuming its body into `wsgi.input`.
+    pub fn build<'py>(&self, py: Python<'py>, req: Request) -> PyResult<Bound<'py, PyDict>> {
+        let env = self.dict.bind(py).copy()?;
+        env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, &req.method))?;
+        let raw_path = req.raw_path();
+        let mut path = decode_path(raw_path);
+        if !self.script_name.is_empty() && path.starts_with(self.script_name.as_bytes()) {
+            let rest = &path[self.script_name.len()..];
+            if rest.is_empty() || rest[0] == b'/' {
+                path.drain(..self.script_name.len());
+            }
+        }
+        env.set_item(intern!(py, "PATH_INFO"), latin1(py, &path))?;
+        env.set_item(
+            intern!(py, "QUERY_STRING"),
+            latin1(py, req.query().as_bytes()),
+        )?;
+        env.set_item(intern!(py, "RAW_URI"), latin1(py, req.target.as_bytes()))?;
+        env.set_item(
+            intern!(py, "SERVER_PROTOCOL"),
+            PyString::new(py, req.protocol()),
+        )?;
+
+        let (name, port) = server_name_port(&req);
+        env.set_item(intern!(py, "SERVER_NAME"), latin1(py, name.as_bytes()))?;
+        env.set_item(intern!(py, "SERVER_PORT"), port)?;
+        match req.peer {
+            Peer::Tcp(a) => {
+                env.set_item(intern!(py, "REMOTE_ADDR"), a.ip().to_string())?;
+                env.set_item(intern!(py, "REMOTE_PORT"), a.port().to_string())?;
+            }
+            Peer::Unix => env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?,
+        }
+        env.set_item(
+            intern!(py, "wsgi.url_scheme"),
+            if req.scheme == "https" {
+                intern!(py, "https")
+            } else {
+                intern!(py, "http")
+            },
+        )?;
+
+        for name in req.headers.keys() {
+            let mut values = req.headers.get_all(name).iter();
+            let first = values.next().map(|v| v.as_bytes()).unwrap_or_default();
+            let joined;
+            let value: &[u8] = match values.next() {
+                None => first,
+                Some(second) => {
+                    let mut j = first.to_vec();
+                    j.push(b',');
+                    j.extend_from_slice(second.as_bytes());
+                    for v in values {
+                        j.push(b',');
+                        j.extend_from_slice(v.as_bytes());
+                    }
+                    joined = j;
+                    &joined
+                }
+            };
+            if name == http::header::CONTENT_TYPE {
+                env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, value))?;
+            } else if name == http::header::CONTENT_LENGTH {
+                env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, value))?;
+            } else if name.as_str().contains('_') {
+                // Gunicorn drops these: `X_Forwarded_For` would otherwise overwrite the
+                // HTTP_X_FORWARDED_FOR a proxy set.
+                continue;
+            } else {
+                env.set_item(self.header_key(py, name), latin1(py, value))?;
+            }
+        }
+        env.set_item(
+            intern!(py, "wsgi.input"),
+            Py::new(py, Input::new(req.body))?,
+        )?;
+        Ok(env)
+    }
+}
+
+fn method_str<'py>(py: Python<'py>, m: &Method) -> Bound<'py, PyString> {
+    match *m {
+        Method::GET => intern!(py, "GET").clone(),
+        Method::POST => intern!(py, "POST").clone(),
+        Method::HEAD => intern!(py, "HEAD").clone(),
+        Method::PUT => intern!(py, "PUT").clone(),
+        Method::DELETE => intern!(py, "DELETE").clone(),
+        _ => PyString::new(py, m.as_str()),
+    }
+}
+
+/// `SERVER_NAME` and `SERVER_PORT`: from the Host header, else the listener (Gunicorn's rule).
+fn server_name_port(req: &Request) -> (String, String) {
+    let default_port = if req.scheme == "https" { "443" } else { "80" };
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .or_else(|| {
+            // absolute-form target carries the authority
+            let t = req.target.as_str();
+            let rest = t
+                .strip_prefix("http://")
+                .or_else(|| t.strip_prefix("https://"))?;
+            Some(rest.split(['/', '?']).next().unwrap_or("").to_string())
+        });
+    if let Some(host) = host {
+        if let Some(rest) = host.strip_prefix('[') {
+            if let Some((h, after)) = rest.split_once(']') {
+                let port = after
+                    .strip_prefix(':')
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or(default_port);
+                return (h.to_string(), port.to_string());
+            }
+        }
+        return match host.rsplit_once(':') {
+            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                (h.to_string(), p.to_string())
+            }
+            _ => (host.clone(), default_port.to_string()),
+        };
+    }
+    match req.local.as_ref() {
+        LocalAddr::Tcp(a) => (a.ip().to_string(), a.port().to_string()),
+        LocalAddr::Unix(p) => (p.display().to_string(), String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(target: &str, host: Option<&str>) -> Request {
+        let mut headers = HeaderMap::new();
+        if let Some(h) = host {
+            headers.insert("host", h.parse().unwrap());
+        }
+        Request {
+            method: Method::GET,
+            target: target.into(),
+            version: Version::HTTP_11,
+            headers,
+            body: Body::Empty,
+            peer: Peer::Unix,
+            local: std::sync::Arc::new(LocalAddr::Tcp("127.0.0.1:8000".parse().unwrap())),
+            scheme: "http",
+        }
+    }
+
+    #[test]
+    fn target_parts() {
+        let r = req("/a%20b/c?x=1&y=%20", None);
+        assert_eq!(r.raw_path(), "/a%20b/c");
+        assert_eq!(r.query(), "x=1&y=%20");
+        assert_eq!(decode_path(r.raw_path()), b"/a b/c");
+        assert_eq!(req("http://h:1/p?q", None).raw_path(), "/p");
+        assert_eq!(decode_path("/%zz%41"), b"/%zzA");
+    }
+
+    #[test]
+    fn server_name_and_port() {
+        assert_eq!(
+            server_name_port(&req("/", Some("example.com:8080"))),
+            ("example.com".into(), "8080".into())
+        );
+        assert_eq!(
+            server_name_port(&req("/", Some("example.com"))),
+            ("example.com".into(), "80".into())
+        );
+        assert_eq!(
+            server_name_port(&req("/", Some("[::1]:9"))),
+            ("::1".into(), "9".into())
+        );
+        assert_eq!(
+            server_name_port(&req("/", None)),
+            ("127.0.0.1".into(), "8000".into())
+        );
+        assert_eq!(
+            server_name_port(&req("http://h.example:81/x", None)),
+            ("h.example".into(), "81".into())
+        );
+    }
+}
