@@ -222,7 +222,10 @@ fn describe(py: Python<'_>, err: &PyErr) -> LoadError {
 pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
     let fmt = || -> PyResult<String> {
         let tb = py.import("traceback")?;
-        let lines = tb.call_method1("format_exception", (err.value(py),))?;
+        let lines = tb.call_method1(
+            "format_exception",
+            (err.get_type(py), err.value(py), err.traceback(py)),
+        )?;
         Ok(lines.extract::<Vec<String>>()?.concat())
     };
     fmt().unwrap_or_else(|_| err.to_string())
