@@ -436,24 +436,20 @@ impl Master {
                 Signal::SIGINT | Signal::SIGQUIT => self.begin_stop(false, 0),
                 Signal::SIGHUP => self.begin_reload(),
                 Signal::SIGUSR2 => self.begin_upgrade(),
-                Signal::SIGTTIN => {
-                    if self.phase == Phase::Running {
-                        self.target += 1;
-                        if let Some(r) = self.reload.as_mut() {
-                            r.cfg.workers += 1;
-                        }
-                        tracing::info!("Increasing workers to {}", self.target);
+                Signal::SIGTTIN if self.phase == Phase::Running => {
+                    self.target += 1;
+                    if let Some(r) = self.reload.as_mut() {
+                        r.cfg.workers += 1;
                     }
+                    tracing::info!("Increasing workers to {}", self.target);
                 }
-                Signal::SIGTTOU => {
-                    if self.phase == Phase::Running && self.target > 1 {
-                        self.target -= 1;
-                        if let Some(r) = self.reload.as_mut() {
-                            r.cfg.workers = r.cfg.workers.saturating_sub(1).max(1);
-                        }
-                        tracing::info!("Decreasing workers to {}", self.target);
-                        self.retire_extra();
+                Signal::SIGTTOU if self.phase == Phase::Running && self.target > 1 => {
+                    self.target -= 1;
+                    if let Some(r) = self.reload.as_mut() {
+                        r.cfg.workers = r.cfg.workers.saturating_sub(1).max(1);
                     }
+                    tracing::info!("Decreasing workers to {}", self.target);
+                    self.retire_extra();
                 }
                 Signal::SIGUSR1 => {
                     crate::logging::reopen();

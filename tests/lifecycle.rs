@@ -161,7 +161,7 @@ fn socket_activation_refuses_datagram_and_accept_sockets() {
 
     let b = program("systemd-socket-activate");
     let sock = b.tmp_path().join("accept.sock");
-    let mut s = b
+    let s = b
         .args(["--accept", "-l", sock.to_str().unwrap()])
         .arg(env!("CARGO_BIN_EXE_ferricorn"))
         .args(["--chdir", examples_dir().to_str().unwrap(), "hello:app"])
