@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::config::{self, Layer, Sources};
+use crate::notify::{NOTIFY_ENV, NotifyEnv};
 
 /// Exit status for a command line or configuration that cannot be used.
 pub const EXIT_USAGE: i32 = 2;
@@ -87,9 +88,13 @@ pub fn main() -> i32 {
             };
         }
     };
+    // Absolute, so that a reload after --chdir reads the same file.
     let (config_file, explicit_file) = match cli.config.clone() {
-        Some(p) => (Some(p), true),
-        None => (Some(PathBuf::from(config::DEFAULT_CONFIG_FILE)), false),
+        Some(p) => (Some(std::path::absolute(&p).unwrap_or(p)), true),
+        None => {
+            let p = PathBuf::from(config::DEFAULT_CONFIG_FILE);
+            (Some(std::path::absolute(&p).unwrap_or(p)), false)
+        }
     };
     let sources = Sources {
         cli: cli.opts.clone(),
@@ -114,27 +119,65 @@ pub fn main() -> i32 {
         );
         return EXIT_USAGE;
     }
+    // What systemd (or the master we replace) told us through the environment is read once
+    // and removed, so neither the workers nor the app can act in the master's name.
+    let notify = NotifyEnv::from_vars(|k| std::env::var(k).ok(), std::process::id());
+    let predecessor = std::env::var(crate::master::UPGRADE_FROM_ENV)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    for v in NOTIFY_ENV.iter().chain([&crate::master::UPGRADE_FROM_ENV]) {
+        // SAFETY: single-threaded: nothing else reads the environment concurrently.
+        unsafe { std::env::remove_var(v) };
+    }
+    if cfg.daemon
+        && let Some(why) = crate::daemon::refusal(
+            notify.notifier.is_some(),
+            std::env::var_os("INVOCATION_ID").is_some(),
+        )
+    {
+        eprintln!("ferricorn: error: {why}");
+        return EXIT_USAGE;
+    }
+    let start_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(&argv[0]));
     if let Some(dir) = &cfg.chdir
         && let Err(e) = std::env::set_current_dir(dir)
     {
         eprintln!("ferricorn: error: --chdir {}: {e}", dir.display());
         return EXIT_USAGE;
     }
+    let mut env_applied = Vec::new();
     for kv in &cfg.env {
         if let Some((k, v)) = kv.split_once('=') {
             // SAFETY: still single-threaded: nothing else reads the environment concurrently.
             unsafe { std::env::set_var(k, v) };
+            env_applied.push(k.to_string());
         }
     }
     if cli.check_config {
         return check_config(&cfg, &argv);
+    }
+    if cfg.daemon
+        && let Err(e) = crate::daemon::detach()
+    {
+        eprintln!("ferricorn: error: {e}");
+        return 1;
     }
     if let Err(e) = crate::logging::init(&cfg) {
         eprintln!("ferricorn: error: {e}");
         return 1;
     }
     crate::proctitle::init();
-    crate::master::run(cfg, argv)
+    let startup = crate::master::Startup {
+        sources,
+        argv,
+        exe,
+        start_cwd,
+        notify,
+        predecessor,
+        env_applied,
+    };
+    crate::master::run(cfg, startup)
 }
 
 /// `--check-config`: the config is valid (already checked) and the app imports.

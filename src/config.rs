@@ -231,6 +231,48 @@ pub struct Layer {
         alias = "proc-name"
     )]
     pub name: Option<String>,
+
+    /// PID file, written by the master (atomically) and removed at exit.
+    #[arg(short = 'p', long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none", alias = "pidfile")]
+    pub pid: Option<PathBuf>,
+
+    /// Run workers as this user (name or uid); the master binds and writes the pid file first.
+    #[arg(short = 'u', long, value_name = "USER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+
+    /// Run workers as this group (name or gid). [default: the user's primary group]
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+
+    /// File mode mask for files ferricorn creates (unix sockets, pid file), e.g. 0o007 or 007.
+    /// [default: inherited]
+    #[arg(short = 'm', long, value_name = "MASK", value_parser = parse_umask)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub umask: Option<u32>,
+
+    /// Detach from the terminal (for plain shells; refused under systemd and other monitors).
+    #[arg(short = 'D', long, num_args = 0, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<bool>,
+}
+
+/// `--umask`: octal with a leading `0` or `0o` (`007`, `0o007`), else decimal.
+pub fn parse_umask(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let v = if let Some(o) = s.strip_prefix("0o").or_else(|| s.strip_prefix("0O")) {
+        u32::from_str_radix(o, 8)
+    } else if s.len() > 1 && s.starts_with('0') {
+        u32::from_str_radix(&s[1..], 8)
+    } else {
+        s.parse()
+    };
+    match v {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err("expected an octal mask like 0o022 or 022 (at most 0o777)".into()),
+    }
 }
 
 /// Settings with Gunicorn's defaults.
@@ -262,6 +304,11 @@ fn defaults() -> Layer {
         limit_request_fields: Some(100),
         limit_request_field_size: Some(8190),
         name: None,
+        pid: None,
+        user: None,
+        group: None,
+        umask: None,
+        daemon: Some(false),
     }
 }
 
@@ -279,7 +326,8 @@ impl Layer {
         merge_fields!(hi, lo; app, bind, backlog, workers, threads, timeout, graceful_timeout,
             keep_alive, chdir, pythonpath, virtualenv, env, max_requests, max_requests_jitter,
             access_logfile, access_log_format, error_logfile, log_level, forwarded_allow_ips,
-            limit_request_line, limit_request_fields, limit_request_field_size, name)
+            limit_request_line, limit_request_fields, limit_request_field_size, name, pid, user,
+            group, umask, daemon)
     }
 
     /// Checks each value that is set. Returns the offending key (kebab-case) and why.
@@ -331,6 +379,13 @@ impl Layer {
         if let Some(ips) = &self.forwarded_allow_ips {
             ForwardedAllowIps::parse(ips).map_err(|e| ("forwarded-allow-ips", e))?;
         }
+        range("umask", self.umask, 0, 0o777)?;
+        if let Some(u) = &self.user {
+            crate::privileges::lookup_user(u).map_err(|e| ("user", e))?;
+        }
+        if let Some(g) = &self.group {
+            crate::privileges::lookup_group(g).map_err(|e| ("group", e))?;
+        }
         if let Some(n) = &self.name
             && n.is_empty()
         {
@@ -367,12 +422,20 @@ pub struct Config {
     pub limit_request_fields: u32,
     pub limit_request_field_size: u32,
     pub name: Option<String>,
+    pub pid: Option<PathBuf>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub umask: Option<u32>,
+    pub daemon: bool,
     /// The config file that was read, if any (not a setting; kept for reloads and messages).
     pub source_file: Option<PathBuf>,
+    /// Whether `bind` was configured (flag, file or `PORT`) rather than left at the default.
+    pub bind_explicit: bool,
 }
 
 impl Config {
     fn from_layer(l: Layer, source_file: Option<PathBuf>) -> Config {
+        let bind_explicit = l.bind.is_some();
         let d = defaults();
         let l = l.over(d);
         Config {
@@ -399,6 +462,12 @@ impl Config {
             limit_request_fields: l.limit_request_fields.unwrap_or(100),
             limit_request_field_size: l.limit_request_field_size.unwrap_or(8190),
             name: l.name,
+            pid: l.pid,
+            user: l.user,
+            group: l.group,
+            umask: l.umask,
+            daemon: l.daemon.unwrap_or(false),
+            bind_explicit,
             source_file,
         }
     }
@@ -429,6 +498,11 @@ impl Config {
             limit_request_fields: Some(self.limit_request_fields),
             limit_request_field_size: Some(self.limit_request_field_size),
             name: self.name.clone(),
+            pid: self.pid.clone(),
+            user: self.user.clone(),
+            group: self.group.clone(),
+            umask: self.umask,
+            daemon: Some(self.daemon),
         }
     }
 
@@ -645,6 +719,9 @@ mod tests {
         let text = cfg.to_toml();
         let back = Config::from_layer(file(&text).unwrap(), None);
         assert_eq!(back, cfg, "{text}");
+        assert!(parse_umask("0o27").unwrap() == 0o27 && parse_umask("027").unwrap() == 0o27);
+        assert_eq!(parse_umask("18"), Ok(18));
+        assert!(parse_umask("0o1000").is_err() && parse_umask("x").is_err());
         assert_eq!(back.to_toml(), text);
         assert_eq!(back.access_logfile, None);
     }

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use pyo3::Python;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use crate::config::Config;
-use crate::logging::Sink;
+use crate::logging::AccessOut;
 use crate::logging::access::{AccessFormat, AccessRecord};
 use crate::pool::{Busy, Job, Pool};
 use crate::proxy::{ForwardedAllowIps, Peer};
@@ -67,19 +67,19 @@ impl Limits {
 /// The access log of a worker.
 pub struct AccessLog {
     pub format: AccessFormat,
-    pub sink: &'static Sink,
+    pub out: AccessOut,
     /// Request headers the format prints (the rest are not kept after the app ran).
     req_headers: Vec<HeaderName>,
     resp_headers: bool,
 }
 
 impl AccessLog {
-    pub fn new(format: AccessFormat, sink: &'static Sink) -> AccessLog {
+    pub fn new(format: AccessFormat, out: AccessOut) -> AccessLog {
         let req_headers = format.request_headers();
         let resp_headers = format.needs_response_headers();
         AccessLog {
             format,
-            sink,
+            out,
             req_headers,
             resp_headers,
         }
@@ -103,6 +103,8 @@ pub struct Service {
     /// Stop after this many requests (0: never); `retire` is notified when reached.
     pub max_requests: u64,
     pub retire: Notify,
+    /// The worker is stopping: responses carry `Connection: close`.
+    pub draining: AtomicBool,
 }
 
 impl Service {
@@ -249,7 +251,7 @@ impl Service {
             HeaderValue::from_static("text/html"),
         );
         h.insert(http::header::SERVER, HeaderValue::from_static("ferricorn"));
-        if close {
+        if close || self.draining.load(Ordering::Relaxed) {
             h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         log.status = status.as_u16();
@@ -300,6 +302,10 @@ impl Service {
             r.headers_mut()
                 .insert(http::header::SERVER, HeaderValue::from_static("ferricorn"));
         }
+        if self.draining.load(Ordering::Relaxed) {
+            r.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         log.status = status.as_u16();
         log.log_environ = env;
         let (parts, ()) = r.into_parts();
@@ -330,7 +336,28 @@ impl Service {
             };
             let mut line = Vec::with_capacity(160);
             a.format.render(&rec, &mut line);
-            a.sink.write(&line);
+            match &a.out {
+                AccessOut::Sink(sink) => sink.write(&line),
+                AccessOut::Journal => {
+                    let text = String::from_utf8_lossy(&line);
+                    let client = match log.peer {
+                        Peer::Tcp(addr) => addr.ip().to_string(),
+                        Peer::Unix => String::new(),
+                    };
+                    tracing::info!(
+                        target: crate::logging::ACCESS_TARGET,
+                        CLIENT_ADDR = client.as_str(),
+                        REQUEST_METHOD = log.method.as_str(),
+                        REQUEST_PATH = rec.path,
+                        STATUS = log.status,
+                        BYTES = sent,
+                        DURATION_USEC = rec.duration.as_micros() as u64,
+                        WORKER_PID = std::process::id(),
+                        "{}",
+                        text.trim_end()
+                    );
+                }
+            }
         }
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         if self.max_requests > 0 && n == self.max_requests {

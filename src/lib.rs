@@ -6,11 +6,15 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod http;
 pub mod ipc;
 pub mod logging;
 pub mod master;
+pub mod notify;
+pub mod pidfile;
 pub mod pool;
+pub mod privileges;
 pub mod proctitle;
 pub mod proxy;
 pub mod python;

@@ -149,6 +149,11 @@ pub struct Listener {
     pub bind: Option<BindAddr>,
     /// A unix socket file ferricorn created and must unlink on exit.
     owned_path: Option<PathBuf>,
+    /// Handed over by systemd (or by the master this one upgraded from): never re-bound,
+    /// never `listen()`ed again, never unlinked.
+    pub inherited: bool,
+    /// The name from `LISTEN_FDNAMES` (the socket unit's `FileDescriptorName=`).
+    pub name: Option<String>,
 }
 
 impl Listener {
@@ -163,6 +168,36 @@ impl Listener {
     /// A duplicate of the descriptor, for a worker's event loop to own.
     pub fn try_clone_fd(&self) -> std::io::Result<OwnedFd> {
         self.fd.try_clone()
+    }
+
+    /// Whether this listener serves `b` (same TCP address and port, or same unix path).
+    pub fn matches(&self, b: &BindAddr) -> bool {
+        match (b, &self.local) {
+            (BindAddr::Unix(p), LocalAddr::Unix(q)) => p == q,
+            (BindAddr::Fd(fd), _) => *fd == self.raw_fd(),
+            (BindAddr::Tcp { host, port }, LocalAddr::Tcp(a)) => {
+                *port == a.port()
+                    && (host.parse::<IpAddr>().ok() == Some(a.ip())
+                        || (host.as_str(), *port)
+                            .to_socket_addrs()
+                            .map(|mut it| it.any(|r| r.ip() == a.ip()))
+                            .unwrap_or(false))
+            }
+            _ => false,
+        }
+    }
+
+    /// The name to pass this socket under to an upgraded master (`LISTEN_FDNAMES`).
+    pub fn handover_name(&self) -> String {
+        match (&self.name, self.owned_path.is_some() || !self.inherited) {
+            (Some(n), false) => n.clone(),
+            _ => OWN_BIND_NAME.to_string(),
+        }
+    }
+
+    /// Gives up ownership of the socket file: another master now serves it.
+    pub fn disown(&mut self) {
+        self.owned_path = None;
     }
 
     /// Closes the socket and removes the socket file if ferricorn created it.
@@ -228,6 +263,8 @@ fn open_tcp(b: &BindAddr, host: &str, port: u16, backlog: i32) -> Result<Listene
         local: LocalAddr::Tcp(local),
         bind: Some(b.clone()),
         owned_path: None,
+        inherited: false,
+        name: None,
     })
 }
 
@@ -267,6 +304,8 @@ fn open_unix(b: &BindAddr, path: &Path, backlog: i32) -> Result<Listener, String
         local: LocalAddr::Unix(path.to_path_buf()),
         bind: Some(b.clone()),
         owned_path: Some(path.to_path_buf()),
+        inherited: false,
+        name: None,
     })
 }
 
@@ -297,7 +336,68 @@ fn adopt_fd(b: &BindAddr, fd: RawFd, backlog: i32) -> Result<Listener, String> {
         local,
         bind: Some(b.clone()),
         owned_path: None,
+        inherited: true,
+        name: None,
     })
+}
+
+/// `LISTEN_FDNAMES` entry marking a socket a ferricorn master bound itself, when it hands its
+/// sockets to the master it upgrades to (USR2): the new master keeps unlinking it at exit.
+pub const OWN_BIND_NAME: &str = "ferricorn-bind";
+
+/// The sockets passed by systemd's socket activation (`LISTEN_FDS` descriptors from 3, only
+/// when `LISTEN_PID` is this process; names from `LISTEN_FDNAMES`). The `LISTEN_*` variables are
+/// removed from the environment, so neither workers nor the app see them.
+///
+/// `binds` (the configured `--bind` list) decides which `ferricorn-bind` sockets handed over by
+/// an upgrading master remain owned (unlinked at exit).
+pub fn from_systemd(binds: &[BindAddr]) -> Result<Vec<Listener>, String> {
+    let fds: Vec<(RawFd, String)> = match sd_notify::listen_fds_with_names() {
+        Ok(it) => it.collect(),
+        Err(e) => return Err(format!("invalid socket activation variables: {e}")),
+    };
+    for v in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        // SAFETY: called by the master at startup, before any thread exists.
+        unsafe { std::env::remove_var(v) };
+    }
+    let mut out = Vec::new();
+    for (fd, name) in fds {
+        // SAFETY: systemd passed these descriptors to this process (LISTEN_PID checked).
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let local = inspect(borrowed).map_err(|e| format!("socket activation: {e}"))?;
+        let listening = socket::getsockopt(&borrowed, sockopt::AcceptConn).unwrap_or(false);
+        if !listening {
+            let connected = socket::getpeername::<SockaddrStorage>(fd).is_ok();
+            return Err(if connected {
+                format!(
+                    "socket activation: descriptor {fd} ('{name}') is a connected socket; \
+                     ferricorn needs the listening socket (Accept=no in the .socket unit)"
+                )
+            } else {
+                format!("socket activation: descriptor {fd} ('{name}') is not listening")
+            });
+        }
+        // SAFETY: as above; from now on this listener owns the descriptor.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut l = Listener {
+            fd: owned,
+            local,
+            bind: None,
+            owned_path: None,
+            inherited: true,
+            name: (!name.is_empty() && name != "unknown").then_some(name.clone()),
+        };
+        l.bind = binds.iter().find(|b| l.matches(b)).cloned();
+        if name == OWN_BIND_NAME {
+            l.name = None;
+            if let (Some(BindAddr::Unix(p)), LocalAddr::Unix(_)) = (&l.bind, &l.local) {
+                l.owned_path = Some(p.clone());
+            }
+            l.inherited = l.bind.is_none();
+        }
+        out.push(l);
+    }
+    Ok(out)
 }
 
 /// Describes a socket descriptor: a stream socket of family inet, inet6 or unix.

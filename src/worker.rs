@@ -12,15 +12,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use pyo3::prelude::*;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::config::Config;
 use crate::http::{AccessLog, Limits, Service};
 use crate::ipc::{self, Msg};
 use crate::pool::{Busy, Pool};
+use crate::privileges::Identity;
 use crate::proxy::Peer;
 use crate::sockets::{Listener, LocalAddr};
 use crate::wsgi::WsgiApp;
@@ -33,12 +33,14 @@ pub const EXIT_APP_LOAD: i32 = 4;
 /// What a freshly forked worker is given.
 pub struct Spawn<'a> {
     pub cfg: &'a Config,
-    pub listeners: &'a [Listener],
+    pub listeners: &'a [&'a Listener],
     pub ipc: &'a ipc::Sender,
     /// Descriptors of the master the worker must not keep (its signalfd, the pipe's read end).
     pub close_fds: Vec<RawFd>,
     pub argv: &'a [String],
     pub master_pid: i32,
+    /// `--user`/`--group` to switch to before anything else runs.
+    pub identity: Option<&'a Identity>,
 }
 
 /// Runs in the child right after `fork()`; never returns.
@@ -61,6 +63,14 @@ pub fn run(s: Spawn<'_>) -> ! {
         exit(0);
     }
     crate::proctitle::set(&format!("ferricorn: worker [{}]", s.cfg.proc_name()));
+    if let Some(id) = s.identity
+        && let Err(e) = crate::privileges::drop_to(id)
+    {
+        let msg = format!("cannot switch to user {}: {e}", id.user);
+        tracing::error!("{msg}");
+        s.ipc.send(&Msg::BootFailed(msg));
+        exit(EXIT_BOOT_ERROR);
+    }
     let code = boot_and_serve(&s);
     exit(code)
 }
@@ -91,8 +101,7 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
             return EXIT_APP_LOAD;
         }
     };
-    let access =
-        crate::logging::access_sink().map(|sink| AccessLog::new(cfg.access_format(), sink));
+    let access = crate::logging::access_out().map(|out| AccessLog::new(cfg.access_format(), out));
     let log_keys = access
         .as_ref()
         .map(|a| a.format.environ_vars())
@@ -128,6 +137,7 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
         requests: Default::default(),
         max_requests,
         retire: Default::default(),
+        draining: Default::default(),
     });
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -177,14 +187,51 @@ enum Stop {
     Fast,
 }
 
+/// Counts open connections so a draining worker knows when the last one is done.
+#[derive(Default)]
+struct Connections {
+    open: std::sync::atomic::AtomicUsize,
+    none_left: Notify,
+}
+
+/// Held by a connection's task for its lifetime.
+struct ConnGuard(Arc<Connections>);
+
+impl ConnGuard {
+    fn new(c: &Arc<Connections>) -> ConnGuard {
+        c.open.fetch_add(1, Ordering::SeqCst);
+        ConnGuard(c.clone())
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.none_left.notify_waiters();
+        }
+    }
+}
+
+impl Connections {
+    async fn drained(&self) {
+        loop {
+            let notified = self.none_left.notified();
+            if self.open.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 async fn serve(
     cfg: &Config,
-    listeners: &[Listener],
+    listeners: &[&Listener],
     ipc: &ipc::Sender,
     service: Arc<Service>,
 ) -> i32 {
     let builder = crate::http::builder(cfg, &service.limits);
-    let graceful = Arc::new(GracefulShutdown::new());
+    let conns = Arc::new(Connections::default());
     let mut accepts = Vec::new();
     for l in listeners {
         let fd = match l.try_clone_fd() {
@@ -199,7 +246,7 @@ async fn serve(
             l.local.clone(),
             builder.clone(),
             service.clone(),
-            graceful.clone(),
+            conns.clone(),
         ) {
             Ok(task) => accepts.push(task),
             Err(e) => {
@@ -254,19 +301,17 @@ async fn serve(
     if let Stop::Fast = stop {
         exit(0);
     }
-    // Stop accepting; the master (or a new worker) keeps the listeners.
+    // Stop accepting; the master (or a new worker) keeps the listeners. Requests still arriving
+    // on open connections are served, with `Connection: close`; idle keep-alive connections
+    // end at their keep-alive timeout. Closing them at once instead would race with a client
+    // sending its next request on them, and that request would fail.
+    service.draining.store(true, Ordering::SeqCst);
     for a in accepts {
         a.abort();
         let _ = a.await;
     }
-    let drained = async {
-        match Arc::try_unwrap(graceful) {
-            Ok(g) => g.shutdown().await,
-            Err(_) => tracing::warn!("connections still referenced; not waiting for them"),
-        }
-    };
     tokio::select! {
-        _ = drained => {}
+        _ = conns.drained() => {}
         _ = quit.recv() => exit(0),
         _ = int.recv() => exit(0),
     }
@@ -290,7 +335,7 @@ fn accept_loop(
     local: LocalAddr,
     builder: hyper::server::conn::http1::Builder,
     service: Arc<Service>,
-    graceful: Arc<GracefulShutdown>,
+    conns: Arc<Connections>,
 ) -> std::io::Result<AcceptTask> {
     let local = Arc::new(local);
     enum L {
@@ -336,21 +381,24 @@ fn accept_loop(
             let local = local.clone();
             let handler =
                 hyper::service::service_fn(move |req| svc.clone().handle(req, peer, local.clone()));
+            let guard = ConnGuard::new(&conns);
             match stream {
                 Conn::Tcp(s) => {
-                    let conn = graceful.watch(builder.serve_connection(TokioIo::new(s), handler));
+                    let conn = builder.serve_connection(TokioIo::new(s), handler);
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
                             tracing::debug!("connection error: {e}");
                         }
+                        drop(guard);
                     });
                 }
                 Conn::Unix(s) => {
-                    let conn = graceful.watch(builder.serve_connection(TokioIo::new(s), handler));
+                    let conn = builder.serve_connection(TokioIo::new(s), handler);
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
                             tracing::debug!("connection error: {e}");
                         }
+                        drop(guard);
                     });
                 }
             }

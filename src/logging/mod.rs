@@ -2,22 +2,30 @@
 //!
 //! Both logs are [`Sink`]s opened by the master before it forks, so a bad path fails at startup
 //! and every process appends to the same open file. `USR1` calls [`reopen`] in the master and in
-//! each worker (logrotate's `postrotate`). Every line is written with a single `write(2)` on an
-//! `O_APPEND` descriptor, so lines from several processes never interleave.
+//! each worker (logrotate's `postrotate`); a reload (HUP) calls [`reconfigure`]. Every line is
+//! written with a single `write(2)` on an `O_APPEND` descriptor, so lines from several processes
+//! never interleave.
+//!
+//! When stderr is the journal (`JOURNAL_STREAM`, see [`journal`]) error-log events go to journald
+//! natively, with their priority and fields; so do access lines when stdout is the journal.
 
 pub mod access;
+pub mod journal;
 
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::{OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
-use tracing_subscriber::registry::LookupSpan;
+use tracing::field::{Field, Visit};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::prelude::*;
 
 use crate::config::{Config, LogLevel};
 
@@ -117,43 +125,114 @@ impl Sink {
     }
 }
 
-static ERROR_LOG: OnceLock<Sink> = OnceLock::new();
-static ACCESS_LOG: OnceLock<Option<Sink>> = OnceLock::new();
+/// Where access lines go.
+#[derive(Debug, Clone)]
+pub enum AccessOut {
+    Sink(Arc<Sink>),
+    /// To journald, one entry per request with structured fields.
+    Journal,
+}
+
+static ERROR_LOG: RwLock<Option<Arc<Sink>>> = RwLock::new(None);
+static ACCESS_LOG: RwLock<Option<AccessOut>> = RwLock::new(None);
+/// Error-log events go to journald.
+static ERRORS_TO_JOURNAL: AtomicBool = AtomicBool::new(false);
+/// Most verbose level shown: 1 error … 4 debug.
+static LEVEL: AtomicU8 = AtomicU8::new(3);
+static JOURNALD: OnceLock<Option<tracing_journald::Layer>> = OnceLock::new();
+
+/// The target of access-log events sent to journald.
+pub const ACCESS_TARGET: &str = "ferricorn::access";
+/// Events logged with this target are shown as CRITICAL (Gunicorn's level for worker timeouts).
+pub const CRITICAL: &str = "critical";
 
 /// The error log (stderr until [`init`] ran).
-pub fn error_sink() -> &'static Sink {
-    ERROR_LOG.get_or_init(|| Sink {
+pub fn error_sink() -> Arc<Sink> {
+    if let Some(s) = ERROR_LOG.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return s.clone();
+    }
+    Arc::new(Sink {
         target: Target::Stderr,
         file: RwLock::new(None),
     })
 }
 
-/// The access log, if enabled.
-pub fn access_sink() -> Option<&'static Sink> {
-    ACCESS_LOG.get().and_then(Option::as_ref)
+/// Where access lines go, if the access log is enabled.
+pub fn access_out() -> Option<AccessOut> {
+    ACCESS_LOG.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-/// Opens both logs and installs the error-log subscriber. Called once, in the master.
+/// Whether error-log events currently go to journald.
+pub fn errors_to_journal() -> bool {
+    ERRORS_TO_JOURNAL.load(Ordering::Relaxed)
+}
+
+fn level_num(l: &Level) -> u8 {
+    match *l {
+        Level::ERROR => 1,
+        Level::WARN => 2,
+        Level::INFO => 3,
+        Level::DEBUG => 4,
+        Level::TRACE => 5,
+    }
+}
+
+fn journald() -> Option<&'static tracing_journald::Layer> {
+    JOURNALD
+        .get_or_init(|| {
+            let mappings = tracing_journald::PriorityMappings {
+                info: tracing_journald::Priority::Informational,
+                debug: tracing_journald::Priority::Debug,
+                ..tracing_journald::PriorityMappings::new()
+            };
+            tracing_journald::layer().ok().map(|l| {
+                l.with_field_prefix(None)
+                    .with_syslog_identifier("ferricorn".into())
+                    .with_priority_mappings(mappings)
+            })
+        })
+        .as_ref()
+}
+
+/// Installs the logger and opens the logs. Called once, in the master.
 pub fn init(cfg: &Config) -> Result<(), String> {
-    let err = Sink::open(Target::from_spec(&cfg.error_logfile, Target::Stderr))?;
-    let access = match &cfg.access_logfile {
-        Some(spec) => Some(Sink::open(Target::from_spec(spec, Target::Stdout))?),
-        None => None,
-    };
-    let _ = ERROR_LOG.set(err);
-    let _ = ACCESS_LOG.set(access);
-    let level = match cfg.log_level {
-        LogLevel::Debug => Level::DEBUG,
-        LogLevel::Info => Level::INFO,
-        LogLevel::Warning => Level::WARN,
-        LogLevel::Error | LogLevel::Critical => Level::ERROR,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .event_format(GunicornFormat)
-        .with_writer(ErrorLogWriter)
+    reconfigure(cfg)?;
+    tracing_subscriber::registry()
+        .with(Router)
         .try_init()
         .map_err(|e| format!("cannot install the logger: {e}"))
+}
+
+/// Opens the logs `cfg` names and makes them current (startup, and HUP).
+pub fn reconfigure(cfg: &Config) -> Result<(), String> {
+    let err_target = Target::from_spec(&cfg.error_logfile, Target::Stderr);
+    let journal_errors =
+        err_target == Target::Stderr && journal::is_journal(2) && journald().is_some();
+    let err = Sink::open(err_target)?;
+    let access = match &cfg.access_logfile {
+        None => None,
+        Some(spec) => {
+            let t = Target::from_spec(spec, Target::Stdout);
+            if t == Target::Stdout && journal::is_journal(1) && journald().is_some() {
+                Some(AccessOut::Journal)
+            } else {
+                Some(AccessOut::Sink(Arc::new(Sink::open(t)?)))
+            }
+        }
+    };
+    LEVEL.store(
+        match cfg.log_level {
+            LogLevel::Debug => 4,
+            LogLevel::Info => 3,
+            LogLevel::Warning => 2,
+            LogLevel::Error | LogLevel::Critical => 1,
+        },
+        Ordering::Relaxed,
+    );
+    ERRORS_TO_JOURNAL.store(journal_errors, Ordering::Relaxed);
+    *ERROR_LOG.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(err));
+    *ACCESS_LOG.write().unwrap_or_else(|e| e.into_inner()) = access;
+    Ok(())
 }
 
 /// Reopens every log file (USR1).
@@ -161,51 +240,43 @@ pub fn reopen() {
     if let Err(e) = error_sink().reopen() {
         tracing::error!("cannot reopen the error log: {e}");
     }
-    if let Some(a) = access_sink()
+    if let Some(AccessOut::Sink(a)) = access_out()
         && let Err(e) = a.reopen()
     {
         tracing::error!("cannot reopen the access log: {e}");
     }
 }
 
-/// Writes each formatted event to the error sink in one call.
-struct ErrorLogWriter;
+/// The one tracing layer: decides per event (levels and destinations change on reload) whether
+/// it goes to the error log file/stream in Gunicorn's format or to journald.
+struct Router;
 
-impl io::Write for ErrorLogWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        error_sink().write(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for ErrorLogWriter {
-    type Writer = ErrorLogWriter;
-    fn make_writer(&'a self) -> Self::Writer {
-        ErrorLogWriter
-    }
-}
-
-/// Gunicorn's error log line: `[2026-11-23 22:26:30 +0000] [1234] [INFO] message`.
-struct GunicornFormat;
-
-/// Events logged with this target are shown as CRITICAL (Gunicorn's level for worker timeouts).
-pub const CRITICAL: &str = "critical";
-
-impl<S, N> FormatEvent<S, N> for GunicornFormat
+impl<S> Layer<S> for Router
 where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
+    S: Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> std::fmt::Result {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+        Interest::sometimes()
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>, _: Context<'_, S>) -> bool {
+        meta.target() == ACCESS_TARGET || level_num(meta.level()) <= LEVEL.load(Ordering::Relaxed)
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
+        if meta.target() == ACCESS_TARGET {
+            if let Some(j) = journald() {
+                j.on_event(event, ctx);
+            }
+            return;
+        }
+        if ERRORS_TO_JOURNAL.load(Ordering::Relaxed)
+            && let Some(j) = journald()
+        {
+            j.on_event(event, ctx);
+            return;
+        }
         let level = match *meta.level() {
             Level::ERROR if meta.target() == CRITICAL => "CRITICAL",
             Level::ERROR => "ERROR",
@@ -214,9 +285,34 @@ where
             Level::DEBUG => "DEBUG",
             Level::TRACE => "TRACE",
         };
-        let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S %z");
-        write!(writer, "[{now}] [{}] [{level}] ", std::process::id())?;
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
+        let mut line = format!(
+            "[{}] [{}] [{level}] ",
+            chrono::Local::now().format("%Y-%m-%d %H:%M:%S %z"),
+            std::process::id()
+        );
+        event.record(&mut LineVisitor(&mut line));
+        line.push('\n');
+        error_sink().write(line.as_bytes());
+    }
+}
+
+/// Renders an event's message and fields as `message key=value ...`.
+struct LineVisitor<'a>(&'a mut String);
+
+impl Visit for LineVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0.push_str(value);
+        } else {
+            let _ = write!(self.0, " {}={value}", field.name());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
     }
 }

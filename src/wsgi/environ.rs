@@ -250,14 +250,14 @@ fn server_name_port(req: &Request) -> (String, String) {
             Some(rest.split(['/', '?']).next().unwrap_or("").to_string())
         });
     if let Some(host) = host {
-        if let Some(rest) = host.strip_prefix('[') {
-            if let Some((h, after)) = rest.split_once(']') {
-                let port = after
-                    .strip_prefix(':')
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or(default_port);
-                return (h.to_string(), port.to_string());
-            }
+        if let Some(rest) = host.strip_prefix('[')
+            && let Some((h, after)) = rest.split_once(']')
+        {
+            let port = after
+                .strip_prefix(':')
+                .filter(|p| !p.is_empty())
+                .unwrap_or(default_port);
+            return (h.to_string(), port.to_string());
         }
         return match host.rsplit_once(':') {
             Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {

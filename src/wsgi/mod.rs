@@ -247,7 +247,7 @@ impl WsgiApp {
                     log_environ: log_environ.take().unwrap_or_default(),
                 });
             } else {
-                pre.extend(sr.borrow_mut().written.drain(..));
+                pre.append(&mut sr.borrow_mut().written);
             }
             pre.push(chunk);
             let mut open = true;
