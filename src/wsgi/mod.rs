@@ -312,7 +312,7 @@ fn complete(
             body.push(b);
         }
     }
-    let head = s.head().cloned().ok_or_else(|| {
+    let head = s.take_head().ok_or_else(|| {
         pyo3::exceptions::PyAssertionError::new_err(
             "the app returned without calling start_response",
         )

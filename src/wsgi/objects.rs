@@ -50,7 +50,11 @@ fn parse_status(status: &str) -> PyResult<(u16, String)> {
     Ok((code, reason.to_string()))
 }
 
-fn latin1_bytes(s: &str, what: &str) -> PyResult<Vec<u8>> {
+/// The latin-1 bytes of `s` (borrowed when it is ASCII, the common case).
+fn latin1_bytes<'a>(s: &'a str, what: &str) -> PyResult<std::borrow::Cow<'a, [u8]>> {
+    if s.is_ascii() {
+        return Ok(std::borrow::Cow::Borrowed(s.as_bytes()));
+    }
     s.chars()
         .map(|c| {
             u8::try_from(u32::from(c)).map_err(|_| {
@@ -59,7 +63,8 @@ fn latin1_bytes(s: &str, what: &str) -> PyResult<Vec<u8>> {
                 ))
             })
         })
-        .collect()
+        .collect::<PyResult<Vec<u8>>>()
+        .map(std::borrow::Cow::Owned)
 }
 
 fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>)> {
@@ -132,6 +137,11 @@ impl StartResponse {
 
     pub fn head(&self) -> Option<&Head> {
         self.head.as_ref()
+    }
+
+    /// The head, taken out (once the response is built no Python code can change it).
+    pub fn take_head(&mut self) -> Option<Head> {
+        self.head.take()
     }
 }
 
