@@ -60,7 +60,13 @@ pub(crate) fn one_line(e: &clap::Error, help: &str) -> String {
     let text = e.render().to_string();
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("invalid arguments").to_string();
-    let first = first.strip_prefix("error: ").unwrap_or(&first).to_string();
+    let mut first = first.strip_prefix("error: ").unwrap_or(&first).to_string();
+    // "the following required arguments were not provided:" names them on the next line.
+    if first.ends_with(':')
+        && let Some(next) = lines.next()
+    {
+        first = format!("{first} {next}");
+    }
     let extra: Vec<&str> = lines
         .filter(|l| l.starts_with("[possible values"))
         .collect();
