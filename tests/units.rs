@@ -830,3 +830,17 @@ fn check_honours_the_proxy_user() {
     assert_eq!(code, Some(1));
     assert_eq!(findings[0]["id"], "socket-keeps-nginx-out", "{findings:#?}");
 }
+
+/// For systemd >= 253 the service is Type=notify-reload (systemd sends HUP itself and waits for
+/// RELOADING=1/READY=1), and check accepts it.
+#[test]
+fn notify_reload_variant_for_newer_systemd() {
+    let tmp = tempfile::tempdir().unwrap();
+    generate_into(tmp.path(), &["--systemd-version", "256", "hello:app"]);
+    let svc = service_of(tmp.path(), "app");
+    assert_eq!(svc.get("Service", "Type").unwrap().value, "notify-reload");
+    assert_eq!(svc.get("Service", "NotifyAccess").unwrap().value, "all");
+    assert!(svc.get("Service", "ExecReload").is_none());
+    let out = systemd(&["check", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+}
