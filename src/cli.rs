@@ -19,7 +19,11 @@ pub const EXIT_USAGE: i32 = 2;
     about = "A systemd-native application server for Python WSGI apps.",
     after_help = "Config file: TOML with the long flag names as keys (workers = 3, \
                   bind = [\"unix:/run/app/socket\"]). Precedence: defaults < environment \
-                  (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS, PORT, VIRTUAL_ENV) < config file < flags."
+                  (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS, PORT, VIRTUAL_ENV) < config file < flags.\n\n\
+                  Deployment files: ferricorn systemd generate [OPTIONS] APP_MODULE writes the \
+                  systemd units, tmpfiles.d, nginx, logrotate, supervisor, runit, Procfile and \
+                  upstart files for a configuration; ferricorn systemd check [FILES | --root DIR] \
+                  checks installed ones."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -50,17 +54,24 @@ fn long_version() -> &'static str {
     )
 }
 
-/// One line from a clap error: the first line, plus the possible values if clap listed them.
-fn one_line(e: &clap::Error) -> String {
+/// One line from a clap error: the first line, plus the possible values if clap listed them;
+/// `help` is the command that shows the usage.
+pub(crate) fn one_line(e: &clap::Error, help: &str) -> String {
     let text = e.render().to_string();
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("invalid arguments").to_string();
-    let first = first.strip_prefix("error: ").unwrap_or(&first).to_string();
+    let mut first = first.strip_prefix("error: ").unwrap_or(&first).to_string();
+    // "the following required arguments were not provided:" names them on the next line.
+    if first.ends_with(':')
+        && let Some(next) = lines.next()
+    {
+        first = format!("{first} {next}");
+    }
     let extra: Vec<&str> = lines
         .filter(|l| l.starts_with("[possible values"))
         .collect();
     if extra.is_empty() {
-        format!("ferricorn: error: {first} (see ferricorn --help)")
+        format!("ferricorn: error: {first} (see {help})")
     } else {
         format!("ferricorn: error: {first} {}", extra.join(" "))
     }
@@ -72,6 +83,11 @@ pub fn main() -> i32 {
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    // `ferricorn systemd generate|check ...`: deployment files (see `units`). To serve a
+    // module named `systemd`, write `systemd:application`.
+    if argv.get(1).map(String::as_str) == Some("systemd") {
+        return crate::units::main(&argv);
+    }
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
         Err(e) => {
@@ -82,7 +98,7 @@ pub fn main() -> i32 {
                     0
                 }
                 _ => {
-                    eprintln!("{}", one_line(&e));
+                    eprintln!("{}", one_line(&e, "ferricorn --help"));
                     EXIT_USAGE
                 }
             };

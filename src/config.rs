@@ -332,6 +332,13 @@ impl Layer {
 
     /// Checks each value that is set. Returns the offending key (kebab-case) and why.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.validate_for(true)
+    }
+
+    /// [`Layer::validate`]; with `host` false, the checks that ask this machine (that `user`
+    /// and `group` exist here) are skipped: the settings describe another machine
+    /// (`ferricorn systemd generate`).
+    pub fn validate_for(&self, host: bool) -> Result<(), (&'static str, String)> {
         fn range<T: PartialOrd + fmt::Display + Copy>(
             key: &'static str,
             v: Option<T>,
@@ -380,10 +387,10 @@ impl Layer {
             ForwardedAllowIps::parse(ips).map_err(|e| ("forwarded-allow-ips", e))?;
         }
         range("umask", self.umask, 0, 0o777)?;
-        if let Some(u) = &self.user {
+        if let Some(u) = self.user.as_ref().filter(|_| host) {
             crate::privileges::lookup_user(u).map_err(|e| ("user", e))?;
         }
-        if let Some(g) = &self.group {
+        if let Some(g) = self.group.as_ref().filter(|_| host) {
             crate::privileges::lookup_group(g).map_err(|e| ("group", e))?;
         }
         if let Some(n) = &self.name
@@ -470,6 +477,11 @@ impl Config {
             bind_explicit,
             source_file,
         }
+    }
+
+    /// The configuration with nothing set: Gunicorn's defaults, no environment, no file.
+    pub fn builtin_defaults() -> Config {
+        Config::from_layer(Layer::default(), None)
     }
 
     /// Every setting, as a layer (used by `--print-config`).
@@ -573,6 +585,11 @@ pub fn env_layer(get: impl Fn(&str) -> Option<String>) -> Result<Layer, String> 
 
 /// Parses a TOML config file. Errors name the file, the line and the key.
 pub fn file_layer(path: &Path, text: &str) -> Result<Layer, String> {
+    file_layer_for(path, text, true)
+}
+
+/// [`file_layer`], with or without the checks that ask this machine (see [`Layer::validate_for`]).
+fn file_layer_for(path: &Path, text: &str, host: bool) -> Result<Layer, String> {
     let name = path.display();
     let layer: Layer = toml::from_str(text).map_err(|e| {
         let (line, key) = match e.span() {
@@ -592,7 +609,7 @@ pub fn file_layer(path: &Path, text: &str) -> Result<Layer, String> {
         }
     })?;
     layer
-        .validate()
+        .validate_for(host)
         .map_err(|(key, msg)| match find_key_line(text, key) {
             Some(n) => format!("{name}:{n}: key `{key}`: {msg}"),
             None => format!("{name}: key `{key}`: {msg}"),
@@ -626,10 +643,21 @@ pub struct Sources {
 impl Sources {
     /// Resolves the layers into a validated config.
     pub fn load(&self) -> Result<Config, String> {
+        self.load_for(true)
+    }
+
+    /// Resolves the layers into a config for another machine (`ferricorn systemd generate`):
+    /// the same precedence and validation, less what only this machine can answer (whether
+    /// `user`/`group` exist here, whether the virtualenv exists and matches this build).
+    pub fn load_for_target(&self) -> Result<Config, String> {
+        self.load_for(false)
+    }
+
+    fn load_for(&self, host: bool) -> Result<Config, String> {
         let env = env_layer(|k| std::env::var(k).ok())?;
         let (file, source) = match &self.config_file {
             Some(p) => match std::fs::read_to_string(p) {
-                Ok(text) => (file_layer(p, &text)?, Some(p.clone())),
+                Ok(text) => (file_layer_for(p, &text, host)?, Some(p.clone())),
                 Err(e) if !self.explicit_file && e.kind() == std::io::ErrorKind::NotFound => {
                     (Layer::default(), None)
                 }
@@ -637,12 +665,12 @@ impl Sources {
             },
             None => (Layer::default(), None),
         };
-        if let Err((key, msg)) = self.cli.validate() {
+        if let Err((key, msg)) = self.cli.validate_for(host) {
             return Err(format!("invalid value for '--{key}': {msg}"));
         }
         let merged = self.cli.clone().over(file).over(env);
         let cfg = Config::from_layer(merged, source);
-        if let Some(v) = &cfg.virtualenv {
+        if let Some(v) = cfg.virtualenv.as_ref().filter(|_| host) {
             crate::python::check_virtualenv(v)?;
         }
         Ok(cfg)

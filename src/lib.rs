@@ -19,6 +19,7 @@ pub mod proctitle;
 pub mod proxy;
 pub mod python;
 pub mod sockets;
+pub mod units;
 pub mod worker;
 pub mod wsgi;
 
