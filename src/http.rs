@@ -113,6 +113,7 @@ impl Service {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: Peer,
+        remote: Option<Arc<wsgi::environ::Remote>>,
         local: Arc<LocalAddr>,
     ) -> Result<Response<LoggedBody>, Infallible> {
         let start = Instant::now();
@@ -148,6 +149,7 @@ impl Service {
             headers: parts.headers,
             body,
             peer,
+            remote,
             local,
             scheme,
         };

@@ -70,10 +70,10 @@ impl Peer {
 }
 
 /// Gunicorn's default `secure_scheme_headers`: header → the value that means https.
-const SECURE_SCHEME_HEADERS: [(&str, &str); 3] = [
-    ("x-forwarded-protocol", "ssl"),
-    ("x-forwarded-proto", "https"),
-    ("x-forwarded-ssl", "on"),
+const SECURE_SCHEME_HEADERS: [(http::HeaderName, &str); 3] = [
+    (http::HeaderName::from_static("x-forwarded-protocol"), "ssl"),
+    (http::HeaderName::from_static("x-forwarded-proto"), "https"),
+    (http::HeaderName::from_static("x-forwarded-ssl"), "on"),
 ];
 
 /// `wsgi.url_scheme` for a request: `https` when a trusted peer says so, else `http`.
@@ -83,7 +83,7 @@ pub fn url_scheme(headers: &HeaderMap, trusted: bool) -> Result<&'static str, &'
         return Ok("http");
     }
     let mut verdict: Option<bool> = None;
-    for (name, secure) in SECURE_SCHEME_HEADERS {
+    for (name, secure) in &SECURE_SCHEME_HEADERS {
         for v in headers.get_all(name) {
             let is_secure = v
                 .to_str()

@@ -379,8 +379,11 @@ fn accept_loop(
             };
             let svc = service.clone();
             let local = local.clone();
-            let handler =
-                hyper::service::service_fn(move |req| svc.clone().handle(req, peer, local.clone()));
+            // Formatted once per connection, not per request.
+            let remote = crate::wsgi::environ::Remote::of(peer);
+            let handler = hyper::service::service_fn(move |req| {
+                svc.clone().handle(req, peer, remote.clone(), local.clone())
+            });
             let guard = ConnGuard::new(&conns);
             match stream {
                 Conn::Tcp(s) => {

@@ -4,8 +4,10 @@
 //! `wsgi.errors`, ...); per request it is copied and the request's own keys are added, with keys
 //! interned once. Strings are latin-1, as PEP 3333 requires ("bytes as str").
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::sync::Mutex;
+
+use rustc_hash::FxHashMap;
 
 use http::{HeaderMap, HeaderName, Method, Version};
 use pyo3::prelude::*;
@@ -25,9 +27,30 @@ pub struct Request {
     pub headers: HeaderMap,
     pub body: Body,
     pub peer: Peer,
+    /// `REMOTE_ADDR` and `REMOTE_PORT` of a TCP peer, formatted once per connection.
+    pub remote: Option<std::sync::Arc<Remote>>,
     pub local: std::sync::Arc<LocalAddr>,
     /// `wsgi.url_scheme`, decided by the proxy rules.
     pub scheme: &'static str,
+}
+
+/// A TCP peer's address and port as text.
+#[derive(Debug)]
+pub struct Remote {
+    pub addr: String,
+    pub port: String,
+}
+
+impl Remote {
+    pub fn of(peer: Peer) -> Option<std::sync::Arc<Remote>> {
+        match peer {
+            Peer::Tcp(a) => Some(std::sync::Arc::new(Remote {
+                addr: a.ip().to_string(),
+                port: a.port().to_string(),
+            })),
+            Peer::Unix => None,
+        }
+    }
 }
 
 impl Request {
@@ -62,24 +85,25 @@ pub fn protocol(v: Version) -> &'static str {
     }
 }
 
-/// A Python str from bytes taken as latin-1.
+/// A Python str from bytes taken as latin-1 (each byte one code point, as PEP 3333 says).
 pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
-    if b.is_ascii() {
-        // SAFETY: ASCII is valid UTF-8.
-        return PyString::new(py, unsafe { std::str::from_utf8_unchecked(b) });
-    }
-    // SAFETY: PyUnicode_DecodeLatin1 cannot fail on any byte sequence except memory errors,
-    // which pyo3 turns into a panic-free PyErr via from_owned_ptr_or_err.
+    // SAFETY: a 1-byte-kind string is exactly latin-1; CPython copies the bytes. It fails only
+    // on memory exhaustion, turned into an empty string rather than a panic.
     unsafe {
-        let p = ffi::PyUnicode_DecodeLatin1(
+        let p = ffi::PyUnicode_FromKindAndData(
+            ffi::PyUnicode_1BYTE_KIND as std::ffi::c_int,
             b.as_ptr().cast(),
             b.len() as ffi::Py_ssize_t,
-            std::ptr::null(),
         );
         Bound::from_owned_ptr_or_err(py, p)
             .map(|o| o.cast_into_unchecked::<PyString>())
             .unwrap_or_else(|_| PyString::new(py, ""))
     }
+}
+
+unsafe extern "C" {
+    /// CPython's dict constructor with room for `n` items (exported, not in pyo3-ffi).
+    fn _PyDict_NewPresized(n: ffi::Py_ssize_t) -> *mut ffi::PyObject;
 }
 
 /// Percent-decodes a URL path into bytes (invalid escapes are kept as they are).
@@ -92,15 +116,37 @@ pub struct Template {
     dict: Py<PyDict>,
     script_name: String,
     /// `HTTP_*` keys by header name, interned once.
-    keys: Mutex<HashMap<HeaderName, Py<PyString>>>,
+    keys: Mutex<FxHashMap<HeaderName, Py<PyString>>>,
 }
+
+/// Keys every environ has; the template holds them (with placeholders) so that a request
+/// replaces values in a dict of the right size instead of growing one.
+const PER_REQUEST_KEYS: [&str; 10] = [
+    "REQUEST_METHOD",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "RAW_URI",
+    "SERVER_PROTOCOL",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "REMOTE_ADDR",
+    "wsgi.url_scheme",
+    "wsgi.input",
+];
+
+/// Room in the template for a request's own keys (`HTTP_*`, `CONTENT_*`, `REMOTE_PORT`), so that
+/// adding them to the copy does not resize it.
+const ROOM: isize = 48;
 
 /// Upper bound on cached header keys (a client could send many distinct names).
 const MAX_CACHED_KEYS: usize = 512;
 
 impl Template {
     pub fn new(py: Python<'_>, multithread: bool, multiprocess: bool) -> PyResult<Template> {
-        let d = PyDict::new(py);
+        // SAFETY: a new reference to an empty dict (or NULL with an exception set).
+        let d = unsafe {
+            Bound::from_owned_ptr_or_err(py, _PyDict_NewPresized(ROOM))?.cast_into_unchecked::<PyDict>()
+        };
         let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
         let script_name = script_name.trim_end_matches('/').to_string();
         d.set_item("SERVER_SOFTWARE", format!("ferricorn/{}", crate::VERSION))?;
@@ -112,10 +158,13 @@ impl Template {
         d.set_item("wsgi.multiprocess", multiprocess)?;
         d.set_item("wsgi.run_once", false)?;
         d.set_item("wsgi.input_terminated", true)?;
+        for k in PER_REQUEST_KEYS {
+            d.set_item(PyString::intern(py, k), py.None())?;
+        }
         Ok(Template {
             dict: d.unbind(),
             script_name,
-            keys: Mutex::new(HashMap::new()),
+            keys: Mutex::new(FxHashMap::default()),
         })
     }
 
@@ -158,20 +207,22 @@ impl Template {
             latin1(py, req.query().as_bytes()),
         )?;
         env.set_item(intern!(py, "RAW_URI"), latin1(py, req.target.as_bytes()))?;
-        env.set_item(
-            intern!(py, "SERVER_PROTOCOL"),
-            PyString::new(py, req.protocol()),
-        )?;
+        let protocol = match req.version {
+            Version::HTTP_10 => intern!(py, "HTTP/1.0"),
+            Version::HTTP_09 => intern!(py, "HTTP/0.9"),
+            _ => intern!(py, "HTTP/1.1"),
+        };
+        env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
 
         let (name, port) = server_name_port(&req);
         env.set_item(intern!(py, "SERVER_NAME"), latin1(py, name.as_bytes()))?;
-        env.set_item(intern!(py, "SERVER_PORT"), port)?;
-        match req.peer {
-            Peer::Tcp(a) => {
-                env.set_item(intern!(py, "REMOTE_ADDR"), a.ip().to_string())?;
-                env.set_item(intern!(py, "REMOTE_PORT"), a.port().to_string())?;
+        env.set_item(intern!(py, "SERVER_PORT"), latin1(py, port.as_bytes()))?;
+        match &req.remote {
+            Some(r) => {
+                env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, r.addr.as_bytes()))?;
+                env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, r.port.as_bytes()))?;
             }
-            Peer::Unix => env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?,
+            None => env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?,
         }
         env.set_item(
             intern!(py, "wsgi.url_scheme"),
@@ -182,41 +233,53 @@ impl Template {
             },
         )?;
 
-        for name in req.headers.keys() {
-            let mut values = req.headers.get_all(name).iter();
-            let first = values.next().map(|v| v.as_bytes()).unwrap_or_default();
-            let joined;
-            let value: &[u8] = match values.next() {
-                None => first,
-                Some(second) => {
-                    let mut j = first.to_vec();
-                    j.push(b',');
-                    j.extend_from_slice(second.as_bytes());
-                    for v in values {
-                        j.push(b',');
-                        j.extend_from_slice(v.as_bytes());
-                    }
-                    joined = j;
-                    &joined
-                }
-            };
-            if name == http::header::CONTENT_TYPE {
-                env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, value))?;
-            } else if name == http::header::CONTENT_LENGTH {
-                env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, value))?;
-            } else if name.as_str().contains('_') {
-                // Gunicorn drops these: `X_Forwarded_For` would otherwise overwrite the
-                // HTTP_X_FORWARDED_FOR a proxy set.
+        // HeaderMap iterates the values of a name one after another: repeated headers are
+        // joined with "," as they come (one pass, no lookups).
+        let mut pending: Option<(&HeaderName, Cow<'_, [u8]>)> = None;
+        for (name, value) in req.headers.iter() {
+            if let Some((prev, joined)) = pending.as_mut()
+                && *prev == name
+            {
+                let j = joined.to_mut();
+                j.push(b',');
+                j.extend_from_slice(value.as_bytes());
                 continue;
-            } else {
-                env.set_item(self.header_key(py, name), latin1(py, value))?;
             }
+            if let Some((prev, v)) = pending.take() {
+                self.set_header(py, &env, prev, &v)?;
+            }
+            pending = Some((name, Cow::Borrowed(value.as_bytes())));
+        }
+        if let Some((prev, v)) = pending.take() {
+            self.set_header(py, &env, prev, &v)?;
         }
         env.set_item(
             intern!(py, "wsgi.input"),
             Py::new(py, Input::new(req.body))?,
         )?;
         Ok(env)
+    }
+}
+
+impl Template {
+    fn set_header(
+        &self,
+        py: Python<'_>,
+        env: &Bound<'_, PyDict>,
+        name: &HeaderName,
+        value: &[u8],
+    ) -> PyResult<()> {
+        if name == http::header::CONTENT_TYPE {
+            env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, value))
+        } else if name == http::header::CONTENT_LENGTH {
+            env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, value))
+        } else if name.as_str().contains('_') {
+            // Gunicorn drops these: `X_Forwarded_For` would otherwise overwrite the
+            // HTTP_X_FORWARDED_FOR a proxy set.
+            Ok(())
+        } else {
+            env.set_item(self.header_key(py, name), latin1(py, value))
+        }
     }
 }
 
@@ -232,22 +295,21 @@ fn method_str<'py>(py: Python<'py>, m: &Method) -> Bound<'py, PyString> {
 }
 
 /// `SERVER_NAME` and `SERVER_PORT`: from the Host header, else the listener (Gunicorn's rule).
-fn server_name_port(req: &Request) -> (String, String) {
+fn server_name_port(req: &Request) -> (Cow<'_, str>, Cow<'_, str>) {
     let default_port = if req.scheme == "https" { "443" } else { "80" };
-    let host = req
+    let host: Option<&str> = req
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::trim)
         .filter(|h| !h.is_empty())
-        .map(str::to_string)
         .or_else(|| {
             // absolute-form target carries the authority
             let t = req.target.as_str();
             let rest = t
                 .strip_prefix("http://")
                 .or_else(|| t.strip_prefix("https://"))?;
-            Some(rest.split(['/', '?']).next().unwrap_or("").to_string())
+            Some(rest.split(['/', '?']).next().unwrap_or(""))
         });
     if let Some(host) = host {
         if let Some(rest) = host.strip_prefix('[')
@@ -257,18 +319,18 @@ fn server_name_port(req: &Request) -> (String, String) {
                 .strip_prefix(':')
                 .filter(|p| !p.is_empty())
                 .unwrap_or(default_port);
-            return (h.to_string(), port.to_string());
+            return (Cow::Borrowed(h), Cow::Borrowed(port));
         }
         return match host.rsplit_once(':') {
             Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-                (h.to_string(), p.to_string())
+                (Cow::Borrowed(h), Cow::Borrowed(p))
             }
-            _ => (host.clone(), default_port.to_string()),
+            _ => (Cow::Borrowed(host), Cow::Borrowed(default_port)),
         };
     }
     match req.local.as_ref() {
-        LocalAddr::Tcp(a) => (a.ip().to_string(), a.port().to_string()),
-        LocalAddr::Unix(p) => (p.display().to_string(), String::new()),
+        LocalAddr::Tcp(a) => (Cow::Owned(a.ip().to_string()), Cow::Owned(a.port().to_string())),
+        LocalAddr::Unix(p) => (Cow::Owned(p.display().to_string()), Cow::Borrowed("")),
     }
 }
 
@@ -288,6 +350,7 @@ mod tests {
             headers,
             body: Body::Empty,
             peer: Peer::Unix,
+            remote: None,
             local: std::sync::Arc::new(LocalAddr::Tcp("127.0.0.1:8000".parse().unwrap())),
             scheme: "http",
         }
@@ -303,26 +366,31 @@ mod tests {
         assert_eq!(decode_path("/%zz%41"), b"/%zzA");
     }
 
+    fn snp(r: &Request) -> (String, String) {
+        let (a, b) = server_name_port(r);
+        (a.into_owned(), b.into_owned())
+    }
+
     #[test]
     fn server_name_and_port() {
         assert_eq!(
-            server_name_port(&req("/", Some("example.com:8080"))),
+            snp(&req("/", Some("example.com:8080"))),
             ("example.com".into(), "8080".into())
         );
         assert_eq!(
-            server_name_port(&req("/", Some("example.com"))),
+            snp(&req("/", Some("example.com"))),
             ("example.com".into(), "80".into())
         );
         assert_eq!(
-            server_name_port(&req("/", Some("[::1]:9"))),
+            snp(&req("/", Some("[::1]:9"))),
             ("::1".into(), "9".into())
         );
         assert_eq!(
-            server_name_port(&req("/", None)),
+            snp(&req("/", None)),
             ("127.0.0.1".into(), "8000".into())
         );
         assert_eq!(
-            server_name_port(&req("http://h.example:81/x", None)),
+            snp(&req("http://h.example:81/x", None)),
             ("h.example".into(), "81".into())
         );
     }

@@ -68,7 +68,7 @@ fn latin1_bytes<'a>(s: &'a str, what: &str) -> PyResult<std::borrow::Cow<'a, [u8
 }
 
 fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>)> {
-    let mut map = HeaderMap::new();
+    let mut map = HeaderMap::with_capacity(headers.len().unwrap_or(0) + 2);
     let mut content_length = None;
     for item in headers.try_iter()? {
         let item = item?;
@@ -193,7 +193,7 @@ impl StartResponse {
             headers,
             content_length,
         });
-        Ok(slf.getattr("write")?.unbind())
+        Ok(slf.getattr(pyo3::intern!(slf.py(), "write"))?.unbind())
     }
 
     /// PEP 3333's legacy `write(data)` callable.
