@@ -68,12 +68,12 @@ pub(crate) fn one_line(e: &clap::Error, help: &str) -> String {
         first = format!("{first} {next}");
     }
     let extra: Vec<&str> = lines
-        .filter(|l| l.starts_with("[possible values"))
+        .filter(|l| l.starts_with("[possible values") || l.starts_with("tip: a similar"))
         .collect();
     if extra.is_empty() {
         format!("ferricorn: error: {first} (see {help})")
     } else {
-        format!("ferricorn: error: {first} {}", extra.join(" "))
+        format!("ferricorn: error: {first}; {}", extra.join("; "))
     }
 }
 
