@@ -82,6 +82,9 @@ fn request(method: Method, headers: &HeaderMap, body: Body, local: &Arc<LocalAdd
         headers: headers.clone(),
         body,
         peer: Peer::Tcp("127.0.0.1:54321".parse().expect("addr")),
+        remote: ferricorn::wsgi::environ::Remote::of(Peer::Tcp(
+            "127.0.0.1:54321".parse().expect("addr"),
+        )),
         local: local.clone(),
         scheme: "http",
     }

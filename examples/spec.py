@@ -14,6 +14,7 @@ import atexit
 import io
 import json
 import os
+import threading
 import sys
 import tempfile
 import time
@@ -364,6 +365,17 @@ def route_pid(environ, start_response):
     return _respond(start_response, str(os.getpid()).encode())
 
 
+_THREAD_LOCAL = threading.local()
+
+
+def route_thread_local(environ, start_response):
+    """Counts requests per Python thread in threading.local: the count must keep growing
+    (a server that recreated thread states per request would reset it)."""
+    _THREAD_LOCAL.count = getattr(_THREAD_LOCAL, "count", 0) + 1
+    body = json.dumps({"thread": threading.get_ident(), "count": _THREAD_LOCAL.count})
+    return _respond(start_response, body.encode(), "application/json")
+
+
 def route_scheme(environ, start_response):
     return _respond(start_response, environ["wsgi.url_scheme"].encode())
 
@@ -396,6 +408,7 @@ ROUTES = {
     "/sleep": route_sleep,
     "/spin": route_spin,
     "/pid": route_pid,
+    "/thread-local": route_thread_local,
     "/scheme": route_scheme,
     "/errors": route_errors,
 }

@@ -86,10 +86,15 @@ impl Pool {
             std::thread::Builder::new()
                 .name(format!("python-{i}"))
                 .spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        let _b = busy.enter(first_slot + i);
-                        run(&app, job);
-                    }
+                    // Attached once for the thread's life, detached while waiting: the thread
+                    // keeps one Python thread state, so `threading.local` data (an app's
+                    // per-thread database connection, say) lives from request to request.
+                    Python::attach(|py| {
+                        while let Ok(job) = py.detach(|| rx.recv()) {
+                            let _b = busy.enter(first_slot + i);
+                            run(py, &app, job);
+                        }
+                    })
                 })
                 .expect("cannot start a Python thread");
         }
@@ -102,8 +107,8 @@ impl Pool {
     }
 }
 
-fn run(app: &WsgiApp, job: Job) {
-    Python::attach(|py| match job {
+fn run(py: Python<'_>, app: &WsgiApp, job: Job) {
+    match job {
         Job::Call { req, reply, permit } => {
             match app.call(py, req) {
                 Called::Done(r) => {
@@ -121,5 +126,5 @@ fn run(app: &WsgiApp, job: Job) {
             app.iterate(py, pending, reply);
             drop(permit);
         }
-    });
+    }
 }

@@ -95,3 +95,39 @@ fn ferricorn_passes_wsgiref_validate_on_every_route() {
         }
     }
 }
+
+#[test]
+fn python_threads_keep_their_thread_local_data_between_requests() {
+    for threads in ["1", "3"] {
+        let s = ferricorn()
+            .args([
+                "-w",
+                "1",
+                "--threads",
+                threads,
+                "-b",
+                "127.0.0.1:0",
+                "spec:app",
+            ])
+            .cwd(examples_dir())
+            .spawn();
+        s.wait_ready(T);
+        let addr = s.addr();
+        let mut last: std::collections::HashMap<u64, u64> = Default::default();
+        for _ in 0..30 {
+            let v = get(&addr, "/thread-local").unwrap().json();
+            let (thread, count) = (v["thread"].as_u64().unwrap(), v["count"].as_u64().unwrap());
+            let prev = last.insert(thread, count).unwrap_or(0);
+            assert_eq!(
+                count,
+                prev + 1,
+                "threading.local was reset (threads {threads}): {v}"
+            );
+        }
+        assert!(
+            last.len() <= threads.parse().unwrap(),
+            "{} Python threads seen",
+            last.len()
+        );
+    }
+}

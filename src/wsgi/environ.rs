@@ -145,7 +145,8 @@ impl Template {
     pub fn new(py: Python<'_>, multithread: bool, multiprocess: bool) -> PyResult<Template> {
         // SAFETY: a new reference to an empty dict (or NULL with an exception set).
         let d = unsafe {
-            Bound::from_owned_ptr_or_err(py, _PyDict_NewPresized(ROOM))?.cast_into_unchecked::<PyDict>()
+            Bound::from_owned_ptr_or_err(py, _PyDict_NewPresized(ROOM))?
+                .cast_into_unchecked::<PyDict>()
         };
         let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
         let script_name = script_name.trim_end_matches('/').to_string();
@@ -329,7 +330,10 @@ fn server_name_port(req: &Request) -> (Cow<'_, str>, Cow<'_, str>) {
         };
     }
     match req.local.as_ref() {
-        LocalAddr::Tcp(a) => (Cow::Owned(a.ip().to_string()), Cow::Owned(a.port().to_string())),
+        LocalAddr::Tcp(a) => (
+            Cow::Owned(a.ip().to_string()),
+            Cow::Owned(a.port().to_string()),
+        ),
         LocalAddr::Unix(p) => (Cow::Owned(p.display().to_string()), Cow::Borrowed("")),
     }
 }
@@ -381,14 +385,8 @@ mod tests {
             snp(&req("/", Some("example.com"))),
             ("example.com".into(), "80".into())
         );
-        assert_eq!(
-            snp(&req("/", Some("[::1]:9"))),
-            ("::1".into(), "9".into())
-        );
-        assert_eq!(
-            snp(&req("/", None)),
-            ("127.0.0.1".into(), "8000".into())
-        );
+        assert_eq!(snp(&req("/", Some("[::1]:9"))), ("::1".into(), "9".into()));
+        assert_eq!(snp(&req("/", None)), ("127.0.0.1".into(), "8000".into()));
         assert_eq!(
             snp(&req("http://h.example:81/x", None)),
             ("h.example".into(), "81".into())
