@@ -15,6 +15,8 @@ use crate::units::unitfile::quote_word;
 
 /// The systemd version that introduced `Type=notify-reload`.
 pub const NOTIFY_RELOAD_SINCE: u32 = 253;
+/// The systemd version that introduced `LogRateLimitIntervalSec=`.
+pub const LOG_RATE_LIMIT_SINCE: u32 = 240;
 /// Assumed when the installed version cannot be found (the conservative variant).
 pub const FALLBACK_SYSTEMD_VERSION: u32 = 252;
 /// `TimeoutStopSec=` is the graceful timeout plus this much.
@@ -504,6 +506,18 @@ impl<'a> Plan<'a> {
                 s,
                 "# Logs go to the journal: journalctl -u {}.service",
                 self.name
+            );
+        }
+        if c.access_logfile.as_deref() == Some("-") && self.systemd_version >= LOG_RATE_LIMIT_SINCE
+        {
+            s.push_str(
+                "# One journal entry per request: journald's default rate limit (10000 entries\n\
+                 # per 30 s per service and priority, scaled up with free disk space) drops\n\
+                 # access lines under load, and ferricorn's own info messages with them. 0 here\n\
+                 # would mean journald's default, not \"off\": allow 10000 entries a second.\n\
+                 # (Or --access-logfile '' to keep access lines out of the journal.)\n\
+                 LogRateLimitIntervalSec=1s\n\
+                 LogRateLimitBurst=10000\n",
             );
         }
         if !self.logs_dirs.is_empty() {
@@ -1036,6 +1050,28 @@ mod tests {
             sup.contains("stdout_logfile=/var/log/app/stdout.log\n"),
             "{sup}"
         );
+    }
+
+    #[test]
+    fn journal_rate_limit_is_raised_when_access_lines_go_to_the_journal() {
+        let unit = |access: Option<&str>, version: u32| {
+            let c = cfg(Layer {
+                app: Some("hello:app".into()),
+                access_logfile: access.map(String::from),
+                ..Layer::default()
+            });
+            let d = DeployOptions {
+                systemd_version: version,
+                ..deploy()
+            };
+            Plan::new(&c, &d).unwrap().service_unit()
+        };
+        let limit = "\nLogRateLimitIntervalSec=1s\nLogRateLimitBurst=10000\n";
+        assert!(unit(None, 252).contains(limit));
+        assert!(unit(Some("-"), 240).contains(limit));
+        assert!(!unit(Some("-"), 239).contains("LogRateLimit"));
+        assert!(!unit(Some(""), 252).contains("LogRateLimit"));
+        assert!(!unit(Some("/var/log/app/access.log"), 252).contains("LogRateLimit"));
     }
 
     #[test]
