@@ -15,6 +15,8 @@ use crate::units::unitfile::quote_word;
 
 /// The systemd version that introduced `Type=notify-reload`.
 pub const NOTIFY_RELOAD_SINCE: u32 = 253;
+/// The systemd version that introduced `LogRateLimitIntervalSec=`.
+pub const LOG_RATE_LIMIT_SINCE: u32 = 240;
 /// Assumed when the installed version cannot be found (the conservative variant).
 pub const FALLBACK_SYSTEMD_VERSION: u32 = 252;
 /// `TimeoutStopSec=` is the graceful timeout plus this much.
@@ -506,6 +508,18 @@ impl<'a> Plan<'a> {
                 self.name
             );
         }
+        if c.access_logfile.as_deref() == Some("-") && self.systemd_version >= LOG_RATE_LIMIT_SINCE
+        {
+            s.push_str(
+                "# One journal entry per request: journald's default rate limit (10000 entries\n\
+                 # per 30 s per service and priority, scaled up with free disk space) drops\n\
+                 # access lines under load, and ferricorn's own info messages with them. 0 here\n\
+                 # would mean journald's default, not \"off\": allow 10000 entries a second.\n\
+                 # (Or --access-logfile '' to keep access lines out of the journal.)\n\
+                 LogRateLimitIntervalSec=1s\n\
+                 LogRateLimitBurst=10000\n",
+            );
+        }
         if !self.logs_dirs.is_empty() {
             let _ = writeln!(s, "LogsDirectory={}", self.logs_dirs.join(" "));
         }
@@ -675,14 +689,31 @@ impl<'a> Plan<'a> {
         words.join(" ")
     }
 
+    /// The directory supervisord's own stdout/stderr logs go to: the one the configured log
+    /// files are in (the error log's first), else /var/log/NAME, where the generated
+    /// `--access-logfile`/`--error-logfile` go. supervisord does not create it.
+    fn supervisor_log_dir(&self) -> String {
+        let c = self.cfg;
+        let err = Some(c.error_logfile.as_str()).filter(|e| *e != "-" && !e.is_empty());
+        let access = c
+            .access_logfile
+            .as_deref()
+            .filter(|a| *a != "-" && !a.is_empty());
+        match err.or(access) {
+            Some(f) => parent(f),
+            None => format!("/var/log/{}", self.name),
+        }
+    }
+
     fn supervisor(&self) -> String {
         let c = self.cfg;
+        let log_dir = self.supervisor_log_dir();
         let mut s = self.header(";", &format!("supervisor program {}", self.name));
         let _ = write!(
             s,
             "; /etc/supervisor/conf.d/{name}.conf. Needs {dir} writable by {user}\n\
              ; (tmpfiles.d/{name}.conf, or: install -d -o {user} -g {group} -m 0755 {dir}) and\n\
-             ; the log directory: install -d -o {user} -g {group} -m 0750 /var/log/{name}\n\
+             ; the log directory: install -d -o {user} -g {group} -m 0750 {log_dir}\n\
              ; supervisord starts the program as {user} with that user's primary group; umask 007\n\
              ; leaves the socket to {user} and that group (the proxy must be one of them).\n\
              [program:{name}]\n\
@@ -707,11 +738,10 @@ impl<'a> Plan<'a> {
              stopsignal=TERM\n\
              stopwaitsecs={wait}\n\
              killasgroup=true\n\
-             stdout_logfile=/var/log/{name}/stdout.log\n\
-             stderr_logfile=/var/log/{name}/stderr.log\n",
+             stdout_logfile={log_dir}/stdout.log\n\
+             stderr_logfile={log_dir}/stderr.log\n",
             user = self.user,
             wait = c.graceful_timeout + SUPERVISOR_STOP_MARGIN,
-            name = self.name,
         );
         s
     }
@@ -985,6 +1015,63 @@ mod tests {
         assert_eq!(p.writable, ["/run/app"]);
         assert_eq!(p.run_dirs, ["/run/app"]);
         assert!(p.service_unit().contains("ReadWritePaths=/run/app\n"));
+    }
+
+    #[test]
+    fn supervisor_logs_go_beside_the_configured_log_files() {
+        let c = cfg(Layer {
+            app: Some("hello:app".into()),
+            access_logfile: Some("/srv/app/logs/access.log".into()),
+            error_logfile: Some("/srv/app/logs/error.log".into()),
+            ..Layer::default()
+        });
+        let sup = Plan::new(&c, &deploy()).unwrap().supervisor();
+        assert!(
+            sup.contains("stdout_logfile=/srv/app/logs/stdout.log\n"),
+            "{sup}"
+        );
+        assert!(
+            sup.contains("stderr_logfile=/srv/app/logs/stderr.log\n"),
+            "{sup}"
+        );
+        assert!(sup.contains("-m 0750 /srv/app/logs\n"), "{sup}");
+        assert!(!sup.contains("/var/log/"), "{sup}");
+        // Without log files: the generated ones, and supervisord's, under /var/log/NAME.
+        let c = cfg(Layer {
+            app: Some("hello:app".into()),
+            ..Layer::default()
+        });
+        let sup = Plan::new(&c, &deploy()).unwrap().supervisor();
+        assert!(
+            sup.contains("--error-logfile /var/log/app/error.log"),
+            "{sup}"
+        );
+        assert!(
+            sup.contains("stdout_logfile=/var/log/app/stdout.log\n"),
+            "{sup}"
+        );
+    }
+
+    #[test]
+    fn journal_rate_limit_is_raised_when_access_lines_go_to_the_journal() {
+        let unit = |access: Option<&str>, version: u32| {
+            let c = cfg(Layer {
+                app: Some("hello:app".into()),
+                access_logfile: access.map(String::from),
+                ..Layer::default()
+            });
+            let d = DeployOptions {
+                systemd_version: version,
+                ..deploy()
+            };
+            Plan::new(&c, &d).unwrap().service_unit()
+        };
+        let limit = "\nLogRateLimitIntervalSec=1s\nLogRateLimitBurst=10000\n";
+        assert!(unit(None, 252).contains(limit));
+        assert!(unit(Some("-"), 240).contains(limit));
+        assert!(!unit(Some("-"), 239).contains("LogRateLimit"));
+        assert!(!unit(Some(""), 252).contains("LogRateLimit"));
+        assert!(!unit(Some("/var/log/app/access.log"), 252).contains("LogRateLimit"));
     }
 
     #[test]
