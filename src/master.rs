@@ -194,7 +194,7 @@ pub fn run(cfg: Config, s: Startup) -> i32 {
         }
     }
     tracing::info!(
-        "Using {} worker(s) x {} thread(s); Python {} ({})",
+        "Using {} worker(s) x {} thread(s); Python {} (built against {})",
         cfg.workers,
         cfg.threads,
         crate::PYTHON_VERSION,

@@ -831,3 +831,39 @@ fn orphan_check_sees_a_running_server() {
     let ok = wait_until(Duration::from_secs(2), || procs_with(&name).is_empty());
     assert!(ok, "{:?}\n{}", procs_with(&name), server.report());
 }
+
+/// When the Python the binary was built against is not visible at run time (pyenv under /root
+/// behind systemd's ProtectHome=, say), the libpython found by the loader's default path is used,
+/// and `sys.executable` names that installation's interpreter, not a path that does not exist.
+#[test]
+fn a_hidden_build_python_falls_back_to_the_system_one_with_a_real_sys_executable() {
+    let built = Path::new(env!("FERRICORN_PYTHON_EXECUTABLE"));
+    let hide = Path::new("/root/.pyenv");
+    let system = Path::new("/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0");
+    if unsafe { libc::geteuid() } != 0 || !built.starts_with(hide) || !system.exists() {
+        eprintln!("SKIP: needs root, a build Python under /root/.pyenv and Debian's libpython3.11");
+        return;
+    }
+    let b = program("unshare");
+    let sock = b.tmp_path().join("s.sock");
+    let script = format!(
+        "mount -t tmpfs none {} && exec {} -b unix:{} --access-logfile '' spec:app",
+        hide.display(),
+        env!("CARGO_BIN_EXE_ferricorn"),
+        sock.display()
+    );
+    let s = b
+        .args(["-m", "sh", "-c", &script])
+        .cwd(examples_dir())
+        .spawn();
+    s.wait_ready(Duration::from_secs(30));
+    let env = get(&Addr::Unix(sock), "/environ").unwrap().json();
+    let libs: Vec<String> = serde_json::from_value(env["_libpython"].clone()).unwrap();
+    assert!(libs.iter().all(|l| l.starts_with("/usr/lib/")), "{libs:?}");
+    let exe = env["_sys"]["executable"].as_str().unwrap().to_string();
+    assert!(
+        exe.is_empty() || Path::new(&exe).is_file(),
+        "sys.executable {exe:?} does not exist"
+    );
+    assert!(!exe.starts_with("/root/"), "{exe}");
+}

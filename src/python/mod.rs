@@ -84,13 +84,45 @@ pub fn check_virtualenv(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The Python executable the interpreter presents itself as.
-fn executable(cfg: &Config) -> PathBuf {
-    match &cfg.virtualenv {
-        Some(v) => {
-            std::path::absolute(v.join("bin").join("python")).unwrap_or(v.join("bin/python"))
+/// The Python executable the interpreter presents itself as (`sys.executable`), if a real one
+/// can be found: the virtualenv's, else the one the binary was built against, else the one that
+/// belongs to the libpython actually loaded (the build's Python may be invisible at run time,
+/// e.g. pyenv under /root behind systemd's `ProtectHome=`, and Debian's libpython loads).
+fn executable(cfg: &Config) -> Option<PathBuf> {
+    if let Some(v) = &cfg.virtualenv {
+        return Some(
+            std::path::absolute(v.join("bin").join("python")).unwrap_or(v.join("bin/python")),
+        );
+    }
+    let built = PathBuf::from(crate::PYTHON_EXECUTABLE);
+    if built.is_file() {
+        return Some(built);
+    }
+    let name = format!("python{}", crate::PYTHON_VERSION);
+    let mut candidates = Vec::new();
+    if let Some(lib) = loaded_libpython() {
+        if let Some(prefix) = lib.parent().and_then(Path::parent) {
+            candidates.push(prefix.join("bin").join(&name));
         }
-        None => PathBuf::from(crate::PYTHON_EXECUTABLE),
+    }
+    candidates.push(Path::new("/usr/bin").join(&name));
+    candidates.push(Path::new("/usr/local/bin").join(&name));
+    candidates.into_iter().find(|c| c.is_file())
+}
+
+/// The path of the libpython this process loaded.
+fn loaded_libpython() -> Option<PathBuf> {
+    // SAFETY: dladdr only reads the loader's tables for an address inside libpython.
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        let addr = ffi::Py_IsInitialized as *const std::ffi::c_void;
+        if libc::dladdr(addr, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        let p = CStr::from_ptr(info.dli_fname)
+            .to_string_lossy()
+            .into_owned();
+        std::fs::canonicalize(&p).ok().or(Some(PathBuf::from(p)))
     }
 }
 
@@ -113,8 +145,14 @@ fn status_error(status: ffi::PyStatus) -> Option<String> {
 
 /// Starts the interpreter (once per process) and prepares `sys.path`.
 pub fn init(cfg: &Config, argv: &[String]) -> Result<(), String> {
-    let exe = CString::new(executable(cfg).to_string_lossy().into_owned())
-        .map_err(|_| "the Python executable path contains a NUL byte".to_string())?;
+    let exe = executable(cfg);
+    let exe_c = match &exe {
+        Some(p) => Some(
+            CString::new(p.to_string_lossy().into_owned())
+                .map_err(|_| "the Python executable path contains a NUL byte".to_string())?,
+        ),
+        None => None,
+    };
     let args: Vec<CString> = argv
         .iter()
         .map(|a| CString::new(a.as_str()).unwrap_or_default())
@@ -130,11 +168,14 @@ pub fn init(cfg: &Config, argv: &[String]) -> Result<(), String> {
         let config = config.assume_init_mut();
         config.install_signal_handlers = 0;
         config.parse_argv = 0;
-        let mut result = status_error(ffi::PyConfig_SetBytesString(
-            config,
-            &mut config.executable,
-            exe.as_ptr(),
-        ));
+        let mut result = match &exe_c {
+            Some(exe) => status_error(ffi::PyConfig_SetBytesString(
+                config,
+                &mut config.executable,
+                exe.as_ptr(),
+            )),
+            None => None,
+        };
         if result.is_none() {
             result = status_error(ffi::PyConfig_SetBytesArgv(
                 config,
@@ -156,6 +197,11 @@ pub fn init(cfg: &Config, argv: &[String]) -> Result<(), String> {
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     Python::attach(|py| -> PyResult<()> {
+        if exe.is_none() {
+            // No real Python executable exists here: say so the documented way instead of
+            // pointing at ferricorn or at a path that does not exist.
+            py.import("sys")?.setattr("executable", "")?;
+        }
         let loader = loader(py)?;
         loader.call_method1("setup_path", (cwd, PyList::new(py, &cfg.pythonpath)?))?;
         Ok(())
