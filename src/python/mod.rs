@@ -100,10 +100,10 @@ fn executable(cfg: &Config) -> Option<PathBuf> {
     }
     let name = format!("python{}", crate::PYTHON_VERSION);
     let mut candidates = Vec::new();
-    if let Some(lib) = loaded_libpython() {
-        if let Some(prefix) = lib.parent().and_then(Path::parent) {
-            candidates.push(prefix.join("bin").join(&name));
-        }
+    if let Some(lib) = loaded_libpython()
+        && let Some(prefix) = lib.parent().and_then(Path::parent)
+    {
+        candidates.push(prefix.join("bin").join(&name));
     }
     candidates.push(Path::new("/usr/bin").join(&name));
     candidates.push(Path::new("/usr/local/bin").join(&name));
