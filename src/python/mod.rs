@@ -98,16 +98,20 @@ fn executable(cfg: &Config) -> Option<PathBuf> {
     if built.is_file() {
         return Some(built);
     }
-    let name = format!("python{}", crate::PYTHON_VERSION);
-    let mut candidates = Vec::new();
-    if let Some(lib) = loaded_libpython()
-        && let Some(prefix) = lib.parent().and_then(Path::parent)
-    {
-        candidates.push(prefix.join("bin").join(&name));
-    }
-    candidates.push(Path::new("/usr/bin").join(&name));
-    candidates.push(Path::new("/usr/local/bin").join(&name));
-    candidates.into_iter().find(|c| c.is_file())
+    // Only the interpreter of the installation the loaded libpython belongs to: mixing one
+    // installation's library with another's standard library is not an option.
+    let lib = loaded_libpython()?;
+    let dir = lib.parent()?;
+    let prefix = if dir.parent().is_some_and(|p| p.ends_with("lib")) {
+        // Debian's multiarch layout: /usr/lib/x86_64-linux-gnu/libpython3.11.so
+        dir.parent()?.parent()?
+    } else {
+        dir.parent()?
+    };
+    let exe = prefix
+        .join("bin")
+        .join(format!("python{}", crate::PYTHON_VERSION));
+    exe.is_file().then_some(exe)
 }
 
 /// The path of the libpython this process loaded.
