@@ -79,7 +79,11 @@ const SECURE_SCHEME_HEADERS: [(http::HeaderName, &str); 3] = [
 /// `wsgi.url_scheme` for a request: `https` when a trusted peer says so, else `http`.
 /// Contradicting headers from a trusted peer are an error (400), as in Gunicorn.
 pub fn url_scheme(headers: &HeaderMap, trusted: bool) -> Result<&'static str, &'static str> {
-    if !trusted {
+    if !trusted
+        || !headers
+            .keys()
+            .any(|k| k.as_str().starts_with("x-forwarded-"))
+    {
         return Ok("http");
     }
     let mut verdict: Option<bool> = None;

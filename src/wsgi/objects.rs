@@ -70,50 +70,67 @@ fn latin1_bytes<'a>(s: &'a str, what: &str) -> PyResult<std::borrow::Cow<'a, [u8
 fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>)> {
     let mut map = HeaderMap::with_capacity(headers.len().unwrap_or(0) + 2);
     let mut content_length = None;
-    for item in headers.try_iter()? {
-        let item = item?;
-        let pair = item.cast::<PyTuple>().map_err(|_| {
-            PyTypeError::new_err("start_response: each header must be a (name, value) tuple")
-        })?;
-        if pair.len() != 2 {
-            return Err(PyTypeError::new_err(
-                "start_response: each header must be a (name, value) tuple",
-            ));
+    // A list (the usual case) is walked directly, without a Python iterator object.
+    match headers.cast::<PyList>() {
+        Ok(list) => {
+            for item in list.iter() {
+                add_header(&item, &mut map, &mut content_length)?;
+            }
         }
-        let name = pair.get_item(0)?;
-        let value = pair.get_item(1)?;
-        let (Ok(name), Ok(value)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
-            return Err(PyTypeError::new_err(
-                "start_response: header names and values must be str",
-            ));
-        };
-        let name = name.to_str()?;
-        let value = value.to_str()?;
-        let hname = HeaderName::from_bytes(&latin1_bytes(name, "header name")?).map_err(|_| {
-            PyValueError::new_err(format!("start_response: invalid header name {name:?}"))
-        })?;
-        if HOP_BY_HOP.contains(&hname.as_str()) {
-            return Err(PyAssertionError::new_err(format!(
-                "start_response: hop-by-hop header {name:?} is not allowed (PEP 3333)"
-            )));
+        Err(_) => {
+            for item in headers.try_iter()? {
+                add_header(&item?, &mut map, &mut content_length)?;
+            }
         }
-        let hvalue =
-            HeaderValue::from_bytes(&latin1_bytes(value, "header value")?).map_err(|_| {
-                PyValueError::new_err(format!(
-                    "start_response: invalid value for header {name:?}: control characters"
-                ))
-            })?;
-        if hname == http::header::CONTENT_LENGTH {
-            let n: u64 = value.trim().parse().map_err(|_| {
-                PyValueError::new_err(format!(
-                    "start_response: Content-Length {value:?} is not a number"
-                ))
-            })?;
-            content_length = Some(n);
-        }
-        map.append(hname, hvalue);
     }
     Ok((map, content_length))
+}
+
+fn add_header(
+    item: &Bound<'_, PyAny>,
+    map: &mut HeaderMap,
+    content_length: &mut Option<u64>,
+) -> PyResult<()> {
+    let pair = item.cast::<PyTuple>().map_err(|_| {
+        PyTypeError::new_err("start_response: each header must be a (name, value) tuple")
+    })?;
+    if pair.len() != 2 {
+        return Err(PyTypeError::new_err(
+            "start_response: each header must be a (name, value) tuple",
+        ));
+    }
+    let name = pair.get_borrowed_item(0)?;
+    let value = pair.get_borrowed_item(1)?;
+    let (Ok(name), Ok(value)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
+        return Err(PyTypeError::new_err(
+            "start_response: header names and values must be str",
+        ));
+    };
+    let name = name.to_str()?;
+    let value = value.to_str()?;
+    let hname = HeaderName::from_bytes(&latin1_bytes(name, "header name")?).map_err(|_| {
+        PyValueError::new_err(format!("start_response: invalid header name {name:?}"))
+    })?;
+    if HOP_BY_HOP.contains(&hname.as_str()) {
+        return Err(PyAssertionError::new_err(format!(
+            "start_response: hop-by-hop header {name:?} is not allowed (PEP 3333)"
+        )));
+    }
+    let hvalue = HeaderValue::from_bytes(&latin1_bytes(value, "header value")?).map_err(|_| {
+        PyValueError::new_err(format!(
+            "start_response: invalid value for header {name:?}: control characters"
+        ))
+    })?;
+    if hname == http::header::CONTENT_LENGTH {
+        let n: u64 = value.trim().parse().map_err(|_| {
+            PyValueError::new_err(format!(
+                "start_response: Content-Length {value:?} is not a number"
+            ))
+        })?;
+        *content_length = Some(n);
+    }
+    map.append(hname, hvalue);
+    Ok(())
 }
 
 /// The `start_response` callable of one request.
@@ -193,7 +210,15 @@ impl StartResponse {
             headers,
             content_length,
         });
-        Ok(slf.getattr(pyo3::intern!(slf.py(), "write"))?.unbind())
+        // The write callable bound to this request (a small object, cheaper than a bound
+        // method looked up by name).
+        Ok(Py::new(
+            slf.py(),
+            Write {
+                sr: slf.clone().unbind(),
+            },
+        )?
+        .into_any())
     }
 
     /// PEP 3333's legacy `write(data)` callable.
@@ -211,6 +236,19 @@ impl StartResponse {
             self.written.push(Bytes::copy_from_slice(b.as_bytes()));
         }
         Ok(())
+    }
+}
+
+/// The `write(data)` callable `start_response` returns.
+#[pyclass(module = "ferricorn", name = "write", frozen)]
+pub struct Write {
+    sr: Py<StartResponse>,
+}
+
+#[pymethods]
+impl Write {
+    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.sr.bind(py).borrow_mut().write(data)
     }
 }
 
