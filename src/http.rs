@@ -20,7 +20,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use pyo3::Python;
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 
 use crate::config::Config;
 use crate::logging::AccessOut;
@@ -28,7 +28,7 @@ use crate::logging::access::{AccessFormat, AccessRecord};
 use crate::pool::{Busy, Job, Pool};
 use crate::proxy::{ForwardedAllowIps, Peer};
 use crate::sockets::LocalAddr;
-use crate::wsgi::{self, Called, Chunk, Reply, WsgiApp};
+use crate::wsgi::{self, Called, Reply, WsgiApp};
 
 /// Request bodies larger than this are kept in a temporary file instead of memory.
 pub const SPILL_AT: usize = 1024 * 1024;
@@ -430,7 +430,7 @@ pub struct LogInfo {
 /// A response body.
 pub enum RespBody {
     Full { chunks: VecDeque<Bytes>, len: u64 },
-    Stream(mpsc::Receiver<Chunk>),
+    Stream(wsgi::stream::Receiver),
 }
 
 impl RespBody {

@@ -9,12 +9,13 @@
 
 pub mod environ;
 pub mod objects;
+pub mod stream;
 
 use bytes::Bytes;
 use http::HeaderValue;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use environ::Request;
 pub use objects::{Body, Head};
@@ -35,8 +36,6 @@ impl std::fmt::Display for StreamAborted {
 
 impl std::error::Error for StreamAborted {}
 
-/// Chunks buffered between a Python thread and the connection.
-const STREAM_DEPTH: usize = 8;
 /// Read size for files sent by the server itself.
 const FILE_CHUNK: usize = 256 * 1024;
 /// Body chunks at least this big are handed to the connection without copying.
@@ -51,7 +50,7 @@ pub enum Reply {
     },
     Stream {
         head: Head,
-        body: mpsc::Receiver<Chunk>,
+        body: stream::Receiver,
         log_environ: Vec<(String, String)>,
     },
     /// The app failed before a response started (already logged): send a 500.
@@ -183,7 +182,7 @@ impl WsgiApp {
                         .insert(http::header::CONTENT_LENGTH, HeaderValue::from(file.len));
                     head.content_length = Some(file.len);
                 }
-                let (tx, rx) = mpsc::channel(2);
+                let (tx, rx) = stream::channel();
                 let _ = reply.take().expect("unsent").send(Reply::Stream {
                     head,
                     body: rx,
@@ -203,7 +202,7 @@ impl WsgiApp {
                 return;
             }
         };
-        let (tx, rx) = mpsc::channel::<Chunk>(STREAM_DEPTH);
+        let (tx, rx) = stream::channel();
         let mut rx = Some(rx);
         let mut remaining: Option<u64> = None;
         for item in iter {
@@ -358,15 +357,15 @@ fn to_bytes(o: &Bound<'_, PyAny>) -> PyResult<Bytes> {
 }
 
 /// Sends one chunk; the GIL is released only when the channel is full. False: client gone.
-fn send(py: Python<'_>, tx: &mpsc::Sender<Chunk>, c: Chunk) -> bool {
+fn send(py: Python<'_>, tx: &stream::Sender, c: Chunk) -> bool {
     match tx.try_send(c) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-        Err(mpsc::error::TrySendError::Full(c)) => py.detach(|| tx.blocking_send(c).is_ok()),
+        stream::TrySend::Sent => true,
+        stream::TrySend::Closed => false,
+        stream::TrySend::Full(c) => py.detach(|| tx.send_blocking(c)),
     }
 }
 
-fn send_file(f: objects::RealFile, tx: &mpsc::Sender<Chunk>) {
+fn send_file(f: objects::RealFile, tx: &stream::Sender) {
     use std::os::unix::fs::FileExt;
     let mut pos = f.offset;
     let end = f.offset + f.len;
@@ -375,20 +374,20 @@ fn send_file(f: objects::RealFile, tx: &mpsc::Sender<Chunk>) {
         let mut buf = vec![0u8; n];
         match f.file.read_at(&mut buf, pos) {
             Ok(0) => {
-                let _ = tx.blocking_send(Err(StreamAborted("file shrank while being sent".into())));
+                let _ = tx.send_blocking(Err(StreamAborted("file shrank while being sent".into())));
                 return;
             }
             Ok(k) => {
                 buf.truncate(k);
                 pos += k as u64;
-                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                if !tx.send_blocking(Ok(Bytes::from(buf))) {
                     return;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 let _ =
-                    tx.blocking_send(Err(StreamAborted(format!("reading the file failed: {e}"))));
+                    tx.send_blocking(Err(StreamAborted(format!("reading the file failed: {e}"))));
                 return;
             }
         }
