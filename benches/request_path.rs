@@ -77,7 +77,7 @@ fn browser_headers() -> HeaderMap {
 fn request(method: Method, headers: &HeaderMap, body: Body, local: &Arc<LocalAddr>) -> Request {
     Request {
         method,
-        target: "/".to_string(),
+        target: "/".into(),
         version: Version::HTTP_11,
         headers: headers.clone(),
         body,

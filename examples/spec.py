@@ -380,6 +380,23 @@ def route_scheme(environ, start_response):
     return _respond(start_response, environ["wsgi.url_scheme"].encode())
 
 
+def route_latin1(environ, start_response):
+    # PEP 3333 "bytes as str": each byte of the request is one code point. Compared here in
+    # Python, so a str built with the wrong internal form (ASCII flag, kind) would show up as
+    # unequal or unhashable-alike, which a JSON dump alone would not reveal.
+    header = environ.get("HTTP_X_LATIN")
+    plain = environ.get("HTTP_X_PLAIN")
+    data = {
+        "header_eq": header == "caf\xe9",
+        "header_key": {"caf\xe9": True}.get(header, False),
+        "plain_eq": plain == "plain",
+        "plain_key": {"plain": True}.get(plain, False),
+        "plain_isascii": plain is not None and plain.isascii(),
+        "input_empty": environ["wsgi.input"].read() == b"",
+    }
+    return _json(start_response, data)
+
+
 def route_errors(environ, start_response):
     errors = environ["wsgi.errors"]
     errors.write("message to wsgi.errors\n")
@@ -411,6 +428,7 @@ ROUTES = {
     "/thread-local": route_thread_local,
     "/scheme": route_scheme,
     "/errors": route_errors,
+    "/latin1": route_latin1,
 }
 
 

@@ -118,7 +118,7 @@ impl Service {
     ) -> Result<Response<LoggedBody>, Infallible> {
         let start = Instant::now();
         let (parts, body) = req.into_parts();
-        let target = parts.uri.to_string();
+        let target = request_target(&parts.uri);
         let log = LogInfo {
             start,
             peer,
@@ -368,6 +368,15 @@ impl Service {
     }
 }
 
+/// The request target as received: the URI's own text for the usual origin-form (no
+/// formatting, no copy beyond one shared allocation), else its rendering.
+fn request_target(uri: &http::Uri) -> Arc<str> {
+    match (uri.scheme(), uri.authority(), uri.path_and_query()) {
+        (None, None, Some(pq)) => Arc::from(pq.as_str()),
+        _ => Arc::from(uri.to_string()),
+    }
+}
+
 fn raw_path(target: &str) -> &str {
     let t = target.split_once('?').map_or(target, |(p, _)| p);
     match t
@@ -419,7 +428,7 @@ pub struct LogInfo {
     start: Instant,
     peer: Peer,
     method: http::Method,
-    target: String,
+    target: Arc<str>,
     version: http::Version,
     req_headers: HeaderMap,
     resp_headers: Option<HeaderMap>,

@@ -700,6 +700,32 @@ fn hop_by_hop_header_is_an_error() {
     assert_serves(&server, &addr, b"spec app\n");
 }
 
+#[test]
+fn latin1_header_values_are_equal_to_python_literals() {
+    let (server, addr) = start("spec:app", &[]);
+    let mut c = connect(&server, &addr);
+    // Twice on one connection: the second request's wsgi.input is the shared empty one too.
+    for _ in 0..2 {
+        c.send_raw(
+            b"GET /latin1 HTTP/1.1\r\nHost: x\r\nX-Latin: caf\xe9\r\nX-Plain: plain\r\n\r\n",
+        )
+        .unwrap();
+        let r = c.read_response("GET").unwrap();
+        assert_eq!(r.status, 200, "{r:?}\n{}", server.report());
+        let v = r.json();
+        for key in [
+            "header_eq",
+            "header_key",
+            "plain_eq",
+            "plain_key",
+            "plain_isascii",
+            "input_empty",
+        ] {
+            assert_eq!(v[key], true, "{key}: {v}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 15. / 16. the environ
 // ---------------------------------------------------------------------------

@@ -21,8 +21,8 @@ use crate::sockets::LocalAddr;
 /// What the environ is built from.
 pub struct Request {
     pub method: Method,
-    /// The request target exactly as received (`RAW_URI`).
-    pub target: String,
+    /// The request target exactly as received (`RAW_URI`); shared with the access log.
+    pub target: std::sync::Arc<str>,
     pub version: Version,
     pub headers: HeaderMap,
     pub body: Body,
@@ -56,7 +56,7 @@ impl Remote {
 impl Request {
     /// The path part of the target, still percent-encoded.
     pub fn raw_path(&self) -> &str {
-        let t = self.target.as_str();
+        let t: &str = &self.target;
         let t = t.split_once('?').map_or(t, |(p, _)| p);
         // absolute-form: strip scheme://authority
         if let Some(rest) = t
@@ -87,17 +87,20 @@ pub fn protocol(v: Version) -> &'static str {
 
 /// A Python str from bytes taken as latin-1 (each byte one code point, as PEP 3333 says).
 pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
-    // SAFETY: a 1-byte-kind string is exactly latin-1; CPython copies the bytes. It fails only
-    // on memory exhaustion, turned into an empty string rather than a panic.
+    // Request heads are nearly always ASCII: checked here (word at a time), the str is
+    // allocated with the right kind and filled directly, skipping CPython's own scan.
+    let maxchar = if b.is_ascii() { 127 } else { 255 };
+    // SAFETY: PyUnicode_New(n, 127 or 255) returns a compact 1-byte-kind str of length n (or
+    // NULL on memory exhaustion) whose data buffer we fill before anyone else sees it; a
+    // 1-byte-kind string is exactly latin-1. NULL becomes an empty string, not a panic.
     unsafe {
-        let p = ffi::PyUnicode_FromKindAndData(
-            ffi::PyUnicode_1BYTE_KIND as std::ffi::c_int,
-            b.as_ptr().cast(),
-            b.len() as ffi::Py_ssize_t,
-        );
-        Bound::from_owned_ptr_or_err(py, p)
-            .map(|o| o.cast_into_unchecked::<PyString>())
-            .unwrap_or_else(|_| PyString::new(py, ""))
+        let p = ffi::PyUnicode_New(b.len() as ffi::Py_ssize_t, maxchar);
+        if p.is_null() {
+            ffi::PyErr_Clear();
+            return PyString::new(py, "");
+        }
+        std::ptr::copy_nonoverlapping(b.as_ptr(), ffi::PyUnicode_1BYTE_DATA(p), b.len());
+        Bound::from_owned_ptr(py, p).cast_into_unchecked::<PyString>()
     }
 }
 
@@ -116,12 +119,12 @@ pub struct Template {
     dict: Py<PyDict>,
     script_name: String,
     /// `HTTP_*` keys by header name, interned once.
-    keys: Mutex<FxHashMap<HeaderName, Py<PyString>>>,
+    keys: Mutex<FxHashMap<HeaderName, Option<Py<PyString>>>>,
 }
 
 /// Keys every environ has; the template holds them (with placeholders) so that a request
 /// replaces values in a dict of the right size instead of growing one.
-const PER_REQUEST_KEYS: [&str; 10] = [
+const PER_REQUEST_KEYS: [&str; 9] = [
     "REQUEST_METHOD",
     "PATH_INFO",
     "QUERY_STRING",
@@ -131,7 +134,6 @@ const PER_REQUEST_KEYS: [&str; 10] = [
     "SERVER_PORT",
     "REMOTE_ADDR",
     "wsgi.url_scheme",
-    "wsgi.input",
 ];
 
 /// Room in the template for a request's own keys (`HTTP_*`, `CONTENT_*`, `REMOTE_PORT`), so that
@@ -159,6 +161,12 @@ impl Template {
         d.set_item("wsgi.multiprocess", multiprocess)?;
         d.set_item("wsgi.run_once", false)?;
         d.set_item("wsgi.input_terminated", true)?;
+        // A request without a body (most GETs) shares this one: an empty input has nothing to
+        // read and no position to move, so one object serves them all.
+        d.set_item(
+            intern!(py, "wsgi.input"),
+            Py::new(py, Input::new(Body::Empty))?,
+        )?;
         for k in PER_REQUEST_KEYS {
             d.set_item(PyString::intern(py, k), py.None())?;
         }
@@ -169,23 +177,30 @@ impl Template {
         })
     }
 
-    fn header_key<'py>(&self, py: Python<'py>, name: &HeaderName) -> Bound<'py, PyString> {
+    /// The environ key for a request header, or None for a name Gunicorn drops (one with an
+    /// underscore: `X_Forwarded_For` would otherwise overwrite the HTTP_X_FORWARDED_FOR a
+    /// proxy set). Both answers are cached per name.
+    fn header_key<'py>(&self, py: Python<'py>, name: &HeaderName) -> Option<Bound<'py, PyString>> {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = keys.get(name) {
-            return k.bind(py).clone();
+            return k.as_ref().map(|k| k.bind(py).clone());
         }
-        let mut s = String::with_capacity(5 + name.as_str().len());
-        s.push_str("HTTP_");
-        for c in name.as_str().chars() {
-            s.push(if c == '-' {
-                '_'
-            } else {
-                c.to_ascii_uppercase()
-            });
-        }
-        let k = PyString::intern(py, &s);
+        let k = if name.as_str().as_bytes().contains(&b'_') {
+            None
+        } else {
+            let mut s = String::with_capacity(5 + name.as_str().len());
+            s.push_str("HTTP_");
+            for c in name.as_str().chars() {
+                s.push(if c == '-' {
+                    '_'
+                } else {
+                    c.to_ascii_uppercase()
+                });
+            }
+            Some(PyString::intern(py, &s))
+        };
         if keys.len() < MAX_CACHED_KEYS {
-            keys.insert(name.clone(), k.clone().unbind());
+            keys.insert(name.clone(), k.as_ref().map(|k| k.clone().unbind()));
         }
         k
     }
@@ -254,10 +269,12 @@ impl Template {
         if let Some((prev, v)) = pending.take() {
             self.set_header(py, &env, prev, &v)?;
         }
-        env.set_item(
-            intern!(py, "wsgi.input"),
-            Py::new(py, Input::new(req.body))?,
-        )?;
+        if !matches!(req.body, Body::Empty) {
+            env.set_item(
+                intern!(py, "wsgi.input"),
+                Py::new(py, Input::new(req.body))?,
+            )?;
+        }
         Ok(env)
     }
 }
@@ -274,12 +291,10 @@ impl Template {
             env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, value))
         } else if name == http::header::CONTENT_LENGTH {
             env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, value))
-        } else if name.as_str().contains('_') {
-            // Gunicorn drops these: `X_Forwarded_For` would otherwise overwrite the
-            // HTTP_X_FORWARDED_FOR a proxy set.
-            Ok(())
+        } else if let Some(key) = self.header_key(py, name) {
+            env.set_item(key, latin1(py, value))
         } else {
-            env.set_item(self.header_key(py, name), latin1(py, value))
+            Ok(())
         }
     }
 }
@@ -306,7 +321,7 @@ fn server_name_port(req: &Request) -> (Cow<'_, str>, Cow<'_, str>) {
         .filter(|h| !h.is_empty())
         .or_else(|| {
             // absolute-form target carries the authority
-            let t = req.target.as_str();
+            let t: &str = &req.target;
             let rest = t
                 .strip_prefix("http://")
                 .or_else(|| t.strip_prefix("https://"))?;

@@ -61,7 +61,7 @@ pub enum Reply {
 pub struct Pending {
     result: Py<PyAny>,
     sr: Py<StartResponse>,
-    target: String,
+    target: std::sync::Arc<str>,
     log_environ: Vec<(String, String)>,
 }
 

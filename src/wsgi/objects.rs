@@ -22,16 +22,23 @@ pub struct Head {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): a WSGI app must not set them (PEP 3333).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Hop-by-hop headers, which PEP 3333 forbids an app to set (wsgiref's list, as Gunicorn).
+fn hop_by_hop(name: &HeaderName) -> bool {
+    use http::header::{CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE};
+    use http::header::{TRANSFER_ENCODING, UPGRADE};
+    // Standard names compare as integers; only a custom name needs the string compare.
+    [
+        CONNECTION,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        TE,
+        TRANSFER_ENCODING,
+        UPGRADE,
+    ]
+    .iter()
+    .any(|h| h == name)
+        || matches!(name.as_str(), "keep-alive" | "trailers")
+}
 
 fn parse_status(status: &str) -> PyResult<(u16, String)> {
     let bad = || {
@@ -86,6 +93,44 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
     Ok((map, content_length))
 }
 
+/// Header names already checked, by the identity of the str the app passed. An app's names
+/// are nearly always literals, the same object on every call, so a name is parsed and
+/// validated once per thread. Holding a reference keeps the str, and so its address, alive.
+const NAME_CACHE: usize = 32;
+
+thread_local! {
+    static NAMES: std::cell::RefCell<Vec<(Py<PyString>, HeaderName)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The validated header name for `name`: not hop-by-hop, latin-1, a valid token.
+fn header_name(name: &Bound<'_, PyString>) -> PyResult<HeaderName> {
+    let cached = NAMES.with_borrow(|names| {
+        names
+            .iter()
+            .find(|(s, _)| s.as_ptr() == name.as_ptr())
+            .map(|(_, h)| h.clone())
+    });
+    if let Some(h) = cached {
+        return Ok(h);
+    }
+    let text = name.to_str()?;
+    let hname = HeaderName::from_bytes(&latin1_bytes(text, "header name")?).map_err(|_| {
+        PyValueError::new_err(format!("start_response: invalid header name {text:?}"))
+    })?;
+    if hop_by_hop(&hname) {
+        return Err(PyAssertionError::new_err(format!(
+            "start_response: hop-by-hop header {text:?} is not allowed (PEP 3333)"
+        )));
+    }
+    NAMES.with_borrow_mut(|names| {
+        if names.len() < NAME_CACHE {
+            names.push((name.clone().unbind(), hname.clone()));
+        }
+    });
+    Ok(hname)
+}
+
 fn add_header(
     item: &Bound<'_, PyAny>,
     map: &mut HeaderMap,
@@ -106,19 +151,12 @@ fn add_header(
             "start_response: header names and values must be str",
         ));
     };
-    let name = name.to_str()?;
     let value = value.to_str()?;
-    let hname = HeaderName::from_bytes(&latin1_bytes(name, "header name")?).map_err(|_| {
-        PyValueError::new_err(format!("start_response: invalid header name {name:?}"))
-    })?;
-    if HOP_BY_HOP.contains(&hname.as_str()) {
-        return Err(PyAssertionError::new_err(format!(
-            "start_response: hop-by-hop header {name:?} is not allowed (PEP 3333)"
-        )));
-    }
+    let hname = header_name(&name)?;
     let hvalue = HeaderValue::from_bytes(&latin1_bytes(value, "header value")?).map_err(|_| {
         PyValueError::new_err(format!(
-            "start_response: invalid value for header {name:?}: control characters"
+            "start_response: invalid value for header {:?}: control characters",
+            name.to_str().unwrap_or_default()
         ))
     })?;
     if hname == http::header::CONTENT_LENGTH {
