@@ -21,7 +21,6 @@ pub struct Head {
     pub content_length: Option<u64>,
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1): a WSGI app must not set them (PEP 3333).
 /// Hop-by-hop headers, which PEP 3333 forbids an app to set (wsgiref's list, as Gunicorn).
 fn hop_by_hop(name: &HeaderName) -> bool {
     use http::header::{CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE};
