@@ -182,22 +182,16 @@ def spawn(argv, out, cpu, err=subprocess.STDOUT, **kw):
 
 def stop(p, sig=signal.SIGINT):
     """Stops the process group of p: sig first, SIGKILL to the whole group after STOP_TIMEOUT."""
-    try:
-        os.killpg(p.pid, sig)
-    except ProcessLookupError:
-        pass
-    try:
-        p.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(p.pid, signal.SIGKILL)  # stragglers (workers) of the group, if any
-    except ProcessLookupError:
-        pass
-    try:
-        p.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        pass
+    # SIGKILL second: stragglers (workers) of the group, if any.
+    for s in (sig, signal.SIGKILL):
+        try:
+            os.killpg(p.pid, s)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pass
     LIVE.pop(p.pid, None)
 
 
