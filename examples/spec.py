@@ -355,6 +355,19 @@ def route_sleep(environ, start_response):
     return _respond(start_response, b"slept")
 
 
+def route_mark(environ, start_response):
+    """Creates the file `started` (if given), sleeps `s` seconds, then creates `done` (if
+    given): shows a test, from outside, in what order the worker ran its requests."""
+    started = _query(environ, "started", str, None)
+    done = _query(environ, "done", str, None)
+    if started:
+        open(started, "w").close()
+    time.sleep(_query(environ, "s", float, 0.0))
+    if done:
+        open(done, "w").close()
+    return _respond(start_response, b"marked")
+
+
 def route_spin(environ, start_response):
     # Deliberately stuck worker (busy loop), for timeout tests.
     while True:
@@ -423,6 +436,7 @@ ROUTES = {
     "/headers": route_headers,
     "/hop-by-hop": route_hop_by_hop,
     "/sleep": route_sleep,
+    "/mark": route_mark,
     "/spin": route_spin,
     "/pid": route_pid,
     "/thread-local": route_thread_local,

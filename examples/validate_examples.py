@@ -14,6 +14,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 import traceback
 import warnings
 from wsgiref.util import FileWrapper, setup_testing_defaults
@@ -329,6 +330,15 @@ def _():
 @check("spec GET /sleep?s=0.01")
 def _():
     ok(call(spec.app, "/sleep", query="s=0.01"), b"slept")
+
+
+@check("spec GET /mark (files created before and after)")
+def _():
+    with tempfile.TemporaryDirectory() as d:
+        started, done = os.path.join(d, "started"), os.path.join(d, "done")
+        ok(call(spec.app, "/mark", query="started=%s&done=%s&s=0.01" % (started, done)),
+           b"marked")
+        expect(os.path.exists(started) and os.path.exists(done), "marker files missing")
 
 
 @check("spec GET /pid")

@@ -5,6 +5,7 @@
 //! complete requests to an embedded CPython (`python`, `wsgi`, `pool`).
 
 pub mod cli;
+pub mod coalesce;
 pub mod config;
 pub mod daemon;
 pub mod http;

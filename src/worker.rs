@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::coalesce::Coalesced;
 use crate::config::Config;
 use crate::http::{AccessLog, Limits, Service};
 use crate::ipc::{self, Msg};
@@ -387,7 +388,7 @@ fn accept_loop(
             let guard = ConnGuard::new(&conns);
             match stream {
                 Conn::Tcp(s) => {
-                    let conn = builder.serve_connection(TokioIo::new(s), handler);
+                    let conn = builder.serve_connection(TokioIo::new(Coalesced::new(s)), handler);
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
                             tracing::debug!("connection error: {e}");
@@ -396,7 +397,7 @@ fn accept_loop(
                     });
                 }
                 Conn::Unix(s) => {
-                    let conn = builder.serve_connection(TokioIo::new(s), handler);
+                    let conn = builder.serve_connection(TokioIo::new(Coalesced::new(s)), handler);
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
                             tracing::debug!("connection error: {e}");

@@ -1102,3 +1102,76 @@ fn threads_serve_concurrently() {
         "4 x 0.5 s with --threads 1 -w 1 took only {t:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// 23. responses ready in the same pass of the event loop go out together
+// ---------------------------------------------------------------------------
+
+/// With `--threads 1` the app runs on the event-loop thread. Two requests that became readable
+/// together are both run before either response is written (src/coalesce.rs), so a client
+/// waiting on both is woken once, not once per response. Shown from outside: when either
+/// response arrives, the other request's app call has already finished.
+#[test]
+fn responses_ready_together_are_written_after_both_ran() {
+    let (server, addr) = start("spec:app", &["-w", "1", "--threads", "1"]);
+    let dir = server.tmp_path().to_path_buf();
+    let file = |name: &str| dir.join(name).display().to_string();
+
+    // Both connections are established (and idle in the worker) before anything is sent.
+    let mut a = connect(&server, &addr);
+    let mut b = connect(&server, &addr);
+    // A request that holds the event loop for 0.5 s; while it runs, both requests arrive, so
+    // the worker sees them readable in one poll once it is free.
+    let mut blocker = connect(&server, &addr);
+    blocker
+        .send_raw(&build_request(
+            "GET",
+            &format!("/mark?started={}&s=0.5", file("blocker")),
+            &[],
+            None,
+        ))
+        .unwrap();
+    let t0 = Instant::now();
+    while !dir.join("blocker").exists() {
+        assert!(t0.elapsed() < LOG_WAIT, "the blocker never started");
+        thread::sleep(Duration::from_millis(5));
+    }
+    for (conn, name) in [(&mut a, "a"), (&mut b, "b")] {
+        let target = format!("/mark?s=0.2&done={}", file(name));
+        conn.send_raw(&build_request("GET", &target, &[], None))
+            .unwrap();
+    }
+    assert!(
+        !dir.join("a").exists() && !dir.join("b").exists(),
+        "the requests ran while the blocker held the loop"
+    );
+
+    // Each response is checked the moment it is complete: has the other request run?
+    let readers: Vec<_> = [(a, "b"), (b, "a")]
+        .into_iter()
+        .map(|(mut conn, other)| {
+            let other = dir.join(other);
+            thread::spawn(move || -> io::Result<(Response, bool)> {
+                let r = conn.read_response("GET")?;
+                Ok((r, other.exists()))
+            })
+        })
+        .collect();
+    for (reader, name) in readers.into_iter().zip(["a", "b"]) {
+        let (r, other_ran) = reader
+            .join()
+            .expect("reader panicked")
+            .unwrap_or_else(|e| panic!("response {name}: {e}\n{}", server.report()));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"marked"[..]),
+            "{r:?}"
+        );
+        assert!(
+            other_ran,
+            "response {name} was written before the other ready request had run"
+        );
+    }
+    let r = blocker.read_response("GET").unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+}
