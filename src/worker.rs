@@ -396,8 +396,9 @@ fn accept_loop(
                         drop(guard);
                     });
                 }
+                // Not coalesced: measured as a loss on unix sockets (src/coalesce.rs).
                 Conn::Unix(s) => {
-                    let conn = builder.serve_connection(TokioIo::new(Coalesced::new(s)), handler);
+                    let conn = builder.serve_connection(TokioIo::new(s), handler);
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
                             tracing::debug!("connection error: {e}");

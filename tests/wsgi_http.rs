@@ -1104,32 +1104,26 @@ fn threads_serve_concurrently() {
 }
 
 // ---------------------------------------------------------------------------
-// 23. responses ready in the same pass of the event loop go out together
+// 23. on TCP, responses ready in the same pass of the event loop go out together
 // ---------------------------------------------------------------------------
 
-/// With `--threads 1` the app runs on the event-loop thread. Two requests that became readable
-/// together are both run before either response is written (src/coalesce.rs), so a client
-/// waiting on both is woken once, not once per response. Shown from outside: when either
-/// response arrives, the other request's app call has already finished.
-#[test]
-fn responses_ready_together_are_written_after_both_ran() {
-    let (server, addr) = start("spec:app", &["-w", "1", "--threads", "1"]);
+/// With `--threads 1` the app runs on the event-loop thread. Makes two requests readable in one
+/// poll of the worker (they are sent while another request holds the loop), each taking 0.2 s
+/// in the app, and returns, for each response, whether the other request's app call had
+/// already finished when that response arrived.
+fn other_ran_before_each_response(server: &Server, addr: &Addr) -> [bool; 2] {
     let dir = server.tmp_path().to_path_buf();
     let file = |name: &str| dir.join(name).display().to_string();
 
     // Both connections are established (and idle in the worker) before anything is sent.
-    let mut a = connect(&server, &addr);
-    let mut b = connect(&server, &addr);
+    let mut a = connect(server, addr);
+    let mut b = connect(server, addr);
     // A request that holds the event loop for 0.5 s; while it runs, both requests arrive, so
     // the worker sees them readable in one poll once it is free.
-    let mut blocker = connect(&server, &addr);
+    let mut blocker = connect(server, addr);
+    let target = format!("/mark?started={}&s=0.5", file("blocker"));
     blocker
-        .send_raw(&build_request(
-            "GET",
-            &format!("/mark?started={}&s=0.5", file("blocker")),
-            &[],
-            None,
-        ))
+        .send_raw(&build_request("GET", &target, &[], None))
         .unwrap();
     let t0 = Instant::now();
     while !dir.join("blocker").exists() {
@@ -1157,21 +1151,45 @@ fn responses_ready_together_are_written_after_both_ran() {
             })
         })
         .collect();
-    for (reader, name) in readers.into_iter().zip(["a", "b"]) {
+    let mut seen = [false; 2];
+    for (i, reader) in readers.into_iter().enumerate() {
         let (r, other_ran) = reader
             .join()
             .expect("reader panicked")
-            .unwrap_or_else(|e| panic!("response {name}: {e}\n{}", server.report()));
+            .unwrap_or_else(|e| panic!("response {i}: {e}\n{}", server.report()));
         assert_eq!(
             (r.status, r.body.as_slice()),
             (200, &b"marked"[..]),
             "{r:?}"
         );
-        assert!(
-            other_ran,
-            "response {name} was written before the other ready request had run"
-        );
+        seen[i] = other_ran;
     }
     let r = blocker.read_response("GET").unwrap();
     assert_eq!(r.status, 200, "{r:?}");
+    seen
+}
+
+/// On TCP both responses are written after both app calls (src/coalesce.rs), so a client
+/// waiting on both is woken once, not once per response.
+#[test]
+fn tcp_responses_ready_together_are_written_after_both_ran() {
+    let (server, addr) = start("spec:app", &["-w", "1", "--threads", "1"]);
+    assert_eq!(
+        other_ran_before_each_response(&server, &addr),
+        [true, true],
+        "a response was written before the other ready request had run"
+    );
+}
+
+/// On a unix socket (where coalescing measured as a loss) each response is written as soon as
+/// its app call returns: the first one arrives before the other request has run.
+#[test]
+fn unix_responses_are_written_as_soon_as_ready() {
+    let (server, addr) = start_unix("spec:app", &["-w", "1", "--threads", "1"]);
+    let seen = other_ran_before_each_response(&server, &addr);
+    assert_eq!(
+        seen.iter().filter(|ran| **ran).count(),
+        1,
+        "expected exactly one response to arrive after the other request ran: {seen:?}"
+    );
 }
