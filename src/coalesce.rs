@@ -11,20 +11,21 @@
 //! for free.
 //!
 //! Only TCP connections are wrapped. Measured on the 2-core VM of bench/ (json4k, one worker,
-//! interleaved runs, worker CPU per request): TCP from wrk 125 → 92 µs, nginx over TCP 122 → 106
-//! µs; but a unix socket from oha 116 → 125 µs and nginx over a unix socket 122 → 131 µs, with
-//! lower throughput and a higher p99. On loopback TCP every write runs the receiver's protocol
-//! processing and wake-up on the writer's CPU, which batching amortises; on a unix socket it
-//! did not pay for the delay.
+//! interleaved runs, median worker CPU per request): TCP from wrk 125 → 92 µs, nginx over TCP
+//! 122 → 108 µs; but a unix socket from oha 115 → 129 µs and nginx over a unix socket 119 → 127
+//! µs, with lower throughput and a higher p99. On loopback TCP every write runs the receiver's
+//! protocol processing and wake-up on the writer's CPU, which batching amortises; on a unix socket
+//! batching did not pay for the delay.
 //!
 //! How: [`Coalesced`] wraps a connection's stream. The first write after a request has been read
-//! is put back once, if producing it took at least [`DEFER_AFTER`] — the task wakes itself and returns `Pending`, which on tokio's current-thread
-//! runtime puts it at the back of the run queue, behind every connection already woken — and goes
-//! out when the task is polled again. The delay is therefore bounded by one pass over the tasks
-//! that were ready, never by a timer; later writes of the same response (a streamed body) are not
-//! delayed, and a connection with nothing else runnable loses one task poll, not time. A response
-//! produced faster than [`DEFER_AFTER`] is written at once: its peer is most likely still awake
-//! (measured: hello world lost ~0.5 µs of CPU per request to the extra poll and gained nothing).
+//! is put back once if producing it took at least [`DEFER_AFTER`]: the task wakes itself and
+//! returns `Pending`, which on tokio's current-thread runtime puts it at the back of the run queue,
+//! behind every connection already woken, and the write goes out when the task is polled again.
+//! The delay is therefore bounded by one pass over the tasks that were ready, never by a timer;
+//! later writes of the same response (a streamed body) are not delayed, and a connection with
+//! nothing else runnable loses one task poll, not time. A response produced faster than
+//! [`DEFER_AFTER`] is written at once: its peer is most likely still awake (measured: hello world
+//! lost ~0.5 µs of CPU per request to the extra poll and gained nothing).
 
 use std::io::IoSlice;
 use std::pin::Pin;
