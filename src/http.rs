@@ -320,7 +320,7 @@ impl Service {
     /// Called once per finished request.
     fn finished(&self, log: &LogInfo, sent: u64) {
         if let Some(a) = &self.access {
-            let path = wsgi::environ::decode_path(raw_path(&log.target));
+            let path = wsgi::environ::decode_path(wsgi::environ::raw_path(&log.target));
             let path = String::from_utf8_lossy(&path);
             let rec = AccessRecord {
                 peer: log.peer,
@@ -374,17 +374,6 @@ fn request_target(uri: &http::Uri) -> Arc<str> {
     match (uri.scheme(), uri.authority(), uri.path_and_query()) {
         (None, None, Some(pq)) => Arc::from(pq.as_str()),
         _ => Arc::from(uri.to_string()),
-    }
-}
-
-fn raw_path(target: &str) -> &str {
-    let t = target.split_once('?').map_or(target, |(p, _)| p);
-    match t
-        .strip_prefix("http://")
-        .or_else(|| t.strip_prefix("https://"))
-    {
-        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => t,
     }
 }
 

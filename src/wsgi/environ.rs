@@ -53,19 +53,23 @@ impl Remote {
     }
 }
 
+/// The path part of a request target, still percent-encoded (an absolute-form target loses its
+/// `scheme://authority`).
+pub fn raw_path(target: &str) -> &str {
+    let t = target.split_once('?').map_or(target, |(p, _)| p);
+    match t
+        .strip_prefix("http://")
+        .or_else(|| t.strip_prefix("https://"))
+    {
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => t,
+    }
+}
+
 impl Request {
     /// The path part of the target, still percent-encoded.
     pub fn raw_path(&self) -> &str {
-        let t: &str = &self.target;
-        let t = t.split_once('?').map_or(t, |(p, _)| p);
-        // absolute-form: strip scheme://authority
-        if let Some(rest) = t
-            .strip_prefix("http://")
-            .or_else(|| t.strip_prefix("https://"))
-        {
-            return rest.find('/').map_or("/", |i| &rest[i..]);
-        }
-        t
+        raw_path(&self.target)
     }
 
     pub fn query(&self) -> &str {
