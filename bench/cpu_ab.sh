@@ -85,23 +85,16 @@ run() { # run SERVER -> one line of figures
   read -r u0 s0 < <(awk '{print $14, $15}' /proc/"$spid"/stat)
   "${load[@]}" >"$TMP/out"
   read -r u1 s1 < <(awk '{print $14, $15}' /proc/"$spid"/stat)
-  python3 - "$TMP/out" "$T" $((u1 - u0)) $((s1 - s0)) "$TCK" <<'EOF'
-import json, re, sys
+  BENCH=$BENCH python3 - "$TMP/out" "$T" $((u1 - u0)) $((s1 - s0)) "$TCK" <<'EOF'
+import os, sys
+sys.path.insert(0, os.environ["BENCH"])
+from driver import parse_oha, parse_wrk  # the suite's own readers of wrk's and oha's output
 out, t, du, ds, tck = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-text = open(out).read()
-if t == "unix":
-    d = json.loads(text)
-    n = sum(d["statusCodeDistribution"].values()); rps = n / d["summary"]["total"]
-    p99 = d["latencyPercentiles"]["p99"] * 1e3
-else:
-    n = int(re.search(r"(\d+) requests in", text).group(1))
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    v, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", text).groups()
-    p99 = float(v) * {"us": 1e-3, "ms": 1, "s": 1e3}[unit]
-    if "Non-2xx" in text or "Socket errors" in text:
-        print("ERRORS ", end="")
-cpu = (du + ds) / tck / max(n, 1) * 1e6
-print(f"{rps:8.0f} req/s  p99 {p99:7.2f} ms  cpu {cpu:6.1f} us/req (user {du / tck / max(n, 1) * 1e6:5.1f})", end="")
+res = (parse_oha if t == "unix" else parse_wrk)(open(out).read())
+n = max(res["requests"] or 0, 1)
+errors = f"  ERRORS {res['errors']}" if res["errors"] else ""
+print(f"{res['rps']:8.0f} req/s  p99 {res['p99_ms']:7.2f} ms  cpu {(du + ds) / tck / n * 1e6:6.1f} us/req"
+      f" (user {du / tck / n * 1e6:5.1f}){errors}", end="")
 EOF
   [ -n "$npid" ] && { kill -QUIT "$npid"; wait "$npid" 2>/dev/null || true; }
   kill -TERM "$pid"; sleep 0.3; kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
