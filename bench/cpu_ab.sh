@@ -30,7 +30,7 @@ for s in "$@"; do
   SERVERS+=("$s")
 done
 TMP=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$TMP"' EXIT
+trap 'jobs -p | xargs -r kill 2>/dev/null; rm -rf "$TMP"' EXIT
 TCK=$(getconf CLK_TCK) PORT=18861 NGX_PORT=18862 SOCK=$TMP/app.sock OHA=$BENCH/.tools/bin/oha
 cat >"$TMP/nginx.conf" <<EOF
 user root;
