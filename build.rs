@@ -1,10 +1,13 @@
-//! Build script: link against the Python that pyo3 found (PYO3_PYTHON, else `python3` on PATH)
-//! and make sure the binary loads *that* libpython at run time.
-//!
-//! Without the rpath, a binary built against pyenv's Python silently loads Debian's
-//! /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 at run time (same soname, other build).
+//! Build script. For the standalone binary, pyo3 links the libpython of the Python it found
+//! (PYO3_PYTHON, else `python3` on PATH) and this script records an rpath to it, so that the
+//! binary loads *that* libpython at run time: without the rpath, a binary built against pyenv's
+//! Python silently loads Debian's /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 (same soname,
+//! other build). For the wheel, maturin sets PYO3_BUILD_EXTENSION_MODULE: nothing links a
+//! libpython (the interpreter that imports the module provides it) and no rpath is written.
 
 fn main() {
+    pyo3_build_config::use_pyo3_cfgs();
+    // A no-op when building the extension module (nothing links libpython then).
     pyo3_build_config::add_libpython_rpath_link_args();
     let cfg = pyo3_build_config::get();
     let version = format!("{}.{}", cfg.version().major, cfg.version().minor);
@@ -18,5 +21,6 @@ fn main() {
         cfg.lib_dir().unwrap_or_default()
     );
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
+    println!("cargo:rerun-if-env-changed=PYO3_BUILD_EXTENSION_MODULE");
     println!("cargo:rerun-if-changed=build.rs");
 }

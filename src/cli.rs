@@ -44,13 +44,7 @@ pub struct Cli {
 
 fn long_version() -> &'static str {
     Box::leak(
-        format!(
-            "{} (Python {}, {})",
-            crate::VERSION,
-            crate::PYTHON_VERSION,
-            crate::PYTHON_EXECUTABLE
-        )
-        .into_boxed_str(),
+        format!("{} ({})", crate::VERSION, crate::python::describe_runtime()).into_boxed_str(),
     )
 }
 
@@ -83,6 +77,12 @@ pub fn main() -> i32 {
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    run(argv)
+}
+
+/// Runs ferricorn with a command line (the program name first): the binary's `main`, and the
+/// wheel's entry point (`extension.rs`) with `sys.argv`. Returns the exit status.
+pub fn run(argv: Vec<String>) -> i32 {
     // `ferricorn systemd generate|check ...`: deployment files (see `units`). To serve a
     // module named `systemd`, write `systemd:application`.
     if argv.get(1).map(String::as_str) == Some("systemd") {
@@ -155,7 +155,8 @@ pub fn main() -> i32 {
         return EXIT_USAGE;
     }
     let start_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(&argv[0]));
+    // What USR2 executes: this binary, or the virtualenv's `python -m ferricorn`.
+    let (exe, upgrade_argv) = crate::python::upgrade_command(&argv);
     if let Some(dir) = &cfg.chdir
         && let Err(e) = std::env::set_current_dir(dir)
     {
@@ -184,9 +185,14 @@ pub fn main() -> i32 {
         return 1;
     }
     crate::proctitle::init();
+    // The interpreter starts in the master, before any worker forks (README "Architecture").
+    if let Err(e) = crate::python::start(&cfg, &argv) {
+        tracing::error!("{e}");
+        return 1;
+    }
     let startup = crate::master::Startup {
         sources,
-        argv,
+        argv: upgrade_argv,
         exe,
         start_cwd,
         notify,

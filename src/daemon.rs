@@ -6,7 +6,7 @@
 
 use std::os::fd::AsRawFd;
 
-use nix::unistd::{ForkResult, fork, setsid};
+use nix::unistd::{ForkResult, setsid};
 
 /// Why `--daemon` must not be honoured here, if it must not.
 pub fn refusal(notify_socket: bool, invocation_id: bool) -> Option<String> {
@@ -24,8 +24,9 @@ pub fn refusal(notify_socket: bool, invocation_id: bool) -> Option<String> {
 /// Forks twice with a new session in between; the original process exits 0. Standard streams
 /// are connected to /dev/null.
 pub fn detach() -> Result<(), String> {
-    // SAFETY: single-threaded at this point (called before the master starts).
-    match unsafe { fork() }.map_err(|e| format!("cannot fork: {e}"))? {
+    // Single-threaded at this point (called before the master starts); python::fork keeps an
+    // interpreter valid in the child (the wheel's, which runs already).
+    match crate::python::fork().map_err(|e| format!("cannot fork: {e}"))? {
         ForkResult::Parent { child } => {
             // Return only once the daemon runs in its own session, so whoever started us
             // (and might clean up our process group when we exit) cannot catch it half-way.
@@ -43,8 +44,7 @@ pub fn detach() -> Result<(), String> {
         // SAFETY: leaving the intermediate child.
         unsafe { libc::_exit(1) }
     }
-    // SAFETY: as above.
-    match unsafe { fork() }.map_err(|e| format!("cannot fork: {e}"))? {
+    match crate::python::fork().map_err(|e| format!("cannot fork: {e}"))? {
         ForkResult::Parent { .. } => unsafe { libc::_exit(0) },
         ForkResult::Child => {}
     }

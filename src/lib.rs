@@ -2,12 +2,15 @@
 //!
 //! Process model (see README "Architecture"): a single-threaded `master` binds the listeners and
 //! forks `worker` processes; each worker runs a tokio + hyper HTTP/1.1 server (`http`) that hands
-//! complete requests to an embedded CPython (`python`, `wsgi`, `pool`).
+//! complete requests to CPython (`python`, `wsgi`, `pool`). The same code runs as the
+//! `ferricorn` binary (which embeds CPython) and as the wheel's extension module
+//! (`extension`), run by the user's interpreter.
 
 pub mod cli;
 pub mod coalesce;
 pub mod config;
 pub mod daemon;
+pub mod extension;
 pub mod http;
 pub mod ipc;
 pub mod logging;
@@ -24,10 +27,18 @@ pub mod units;
 pub mod worker;
 pub mod wsgi;
 
+// Rust-side allocations on the request path (hyper's buffers, header maps, response chunks)
+// go through mimalloc: fewer instructions per malloc/free than glibc's allocator. Python
+// objects keep CPython's own allocator. Declared in the library so that the binary and the
+// wheel's extension module both use it.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The version string shown by `--version`, in `SERVER_SOFTWARE` and in the logs.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// `major.minor` of the Python this binary was built against (and loads at run time).
+/// `major.minor` of the Python this was built against (the binary loads its libpython; the
+/// extension module is imported by an interpreter of this version).
 pub const PYTHON_VERSION: &str = env!("FERRICORN_PYTHON_VERSION");
 /// The interpreter pyo3 was configured with at build time.
 pub const PYTHON_EXECUTABLE: &str = env!("FERRICORN_PYTHON_EXECUTABLE");

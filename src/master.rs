@@ -194,11 +194,10 @@ pub fn run(cfg: Config, s: Startup) -> i32 {
         }
     }
     tracing::info!(
-        "Using {} worker(s) x {} thread(s); Python {} (built against {})",
+        "Using {} worker(s) x {} thread(s); {}",
         cfg.workers,
         cfg.threads,
-        crate::PYTHON_VERSION,
-        crate::PYTHON_EXECUTABLE
+        crate::python::describe_runtime()
     );
     let mut mask = SigSet::empty();
     for sig in SIGNALS {
@@ -565,8 +564,8 @@ impl Master {
 
     fn spawn(&mut self, generation: u64) -> bool {
         let master_pid = std::process::id() as i32;
-        // SAFETY: the master is single-threaded, so the child starts from a consistent state.
-        match unsafe { fork() } {
+        // The master is single-threaded; python::fork keeps the interpreter valid in the child.
+        match crate::python::fork() {
             Ok(ForkResult::Child) => {
                 let (cfg, identity, mut listeners): (&Config, Option<&Identity>, Vec<&Listener>) =
                     match self.reload.as_ref().filter(|r| r.generation == generation) {
@@ -909,6 +908,7 @@ impl Master {
             std::env::set_current_dir(&dir)
                 .map_err(|e| format!("--chdir {}: {e}", dir.display()))?;
         }
+        crate::python::check_reload(&cfg)?;
         Ok(cfg)
     }
 

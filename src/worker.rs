@@ -84,7 +84,7 @@ fn exit(code: i32) -> ! {
 
 fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     let cfg = s.cfg;
-    if let Err(e) = crate::python::init(cfg, s.argv) {
+    if let Err(e) = crate::python::setup_worker(cfg) {
         tracing::error!("{e}");
         s.ipc.send(&Msg::BootFailed(e));
         return EXIT_BOOT_ERROR;

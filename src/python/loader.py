@@ -1,10 +1,11 @@
-"""ferricorn's Python side of app loading (executed once per worker, inside the interpreter).
+"""ferricorn's Python side of worker set-up and app loading (run in each worker after the fork).
 
 Kept in Python because it is Python's own rules: import a module, evaluate `name` or
 `factory(literal, ...)` against it, and explain failures the way Gunicorn users know.
 """
 import ast
 import importlib
+import os
 import sys
 
 
@@ -16,6 +17,21 @@ def setup_path(cwd, pythonpath):
     """Gunicorn's order: --pythonpath entries, then the working directory, before the rest."""
     front = [p for p in list(pythonpath) + [cwd] if p]
     sys.path[0:0] = [p for p in front if p not in sys.path[: len(front)]]
+
+
+def sync_environ(current):
+    """Make os.environ the process environment as the master left it for this generation.
+
+    The interpreter started in the master took its copy of the environment then; since then the
+    master removed what systemd passed (LISTEN_*, NOTIFY_SOCKET) and a reload may have changed
+    the -e variables. `current` is the real environment, as bytes.
+    """
+    env = os.environb
+    for key in [k for k in env if k not in current]:
+        del env[key]
+    for key, value in current.items():
+        if env.get(key) != value:
+            env[key] = value
 
 
 def load_app(module_name, expr):

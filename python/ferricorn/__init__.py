@@ -1,0 +1,27 @@
+"""ferricorn: a systemd-native application server for Python WSGI apps.
+
+Installed with pip into the app's virtualenv, ``venv/bin/ferricorn`` (or
+``venv/bin/python -m ferricorn``) runs the server in this interpreter: the
+arguments go to the Rust extension module, which runs the same master and
+workers as the standalone ``ferricorn`` binary.
+"""
+
+import sys
+import sysconfig
+
+__all__ = ["main"]
+
+
+def main(argv=None):
+    """Run ferricorn with ``argv`` (default: ``sys.argv``); return the exit status."""
+    args = [str(a) for a in (sys.argv if argv is None else argv)]
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        print(
+            "ferricorn: error: free-threaded Python (%d.%dt) is not supported; "
+            "use a regular build of CPython" % sys.version_info[:2],
+            file=sys.stderr,
+        )
+        return 2
+    from ferricorn._ferricorn import main as run
+
+    return run(args)
