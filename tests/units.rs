@@ -581,7 +581,7 @@ fn check_json(args: &[&str]) -> (Option<i32>, Vec<serde_json::Value>) {
 /// else.
 #[test]
 fn check_finds_each_mistake_in_its_fixture() {
-    let cases: [(&str, &str, &str, usize); 16] = [
+    let cases: [(&str, &str, &str, usize); 18] = [
         (
             "socket-path-mismatch",
             "socket-path-mismatch",
@@ -677,6 +677,20 @@ fn check_finds_each_mistake_in_its_fixture() {
             "socket-world-accessible",
             "etc/systemd/system/app.socket",
             5,
+        ),
+        // ExecStart= under /root with ProtectHome=yes: systemd cannot run it.
+        (
+            "exec-hidden",
+            "exec-hidden",
+            "etc/systemd/system/app.service",
+            9,
+        ),
+        // A virtualenv's script whose interpreter (pyenv's, under /home) ProtectHome=yes hides.
+        (
+            "exec-hidden-interpreter",
+            "exec-hidden",
+            "etc/systemd/system/app.service",
+            9,
         ),
     ];
     for (dir, id, file, line) in cases {

@@ -57,6 +57,8 @@ pub struct Inputs {
     /// Whether to check every service given (files named on the command line) or only those
     /// that run ferricorn or Gunicorn (a `--root` tree holds every unit of a system).
     pub all_services: bool,
+    /// The tree the units were read from (`--root`); the programs they run are looked up in it.
+    pub root: Option<PathBuf>,
 }
 
 /// Who nginx runs as.
@@ -78,6 +80,8 @@ enum Server {
 struct Exec {
     line: usize,
     server: Server,
+    /// The program ExecStart= runs (systemd's `@-:+!` prefixes removed).
+    program: String,
     /// `--bind` values with the word index.
     binds: Vec<String>,
     pid: Option<String>,
@@ -108,9 +112,14 @@ fn parse_exec(e: &Entry) -> Result<Exec, String> {
             start = i + 2;
         }
     }
+    let program = words
+        .first()
+        .map(|w| w.trim_start_matches(['@', '-', ':', '+', '!']).to_string())
+        .unwrap_or_default();
     let mut x = Exec {
         line: e.line,
         server,
+        program,
         binds: Vec::new(),
         pid: None,
         daemon: false,
@@ -185,6 +194,20 @@ fn under(p: &str, dir: &str) -> bool {
     p == dir || p.starts_with(&format!("{dir}/"))
 }
 
+/// The interpreter named on a script's `#!` line (the first word), if the file is a script.
+pub(crate) fn shebang(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next()?;
+    let word = String::from_utf8_lossy(line)
+        .split_whitespace()
+        .next()?
+        .to_string();
+    word.starts_with('/').then_some(word)
+}
+
 fn display(p: &Path) -> String {
     p.display().to_string()
 }
@@ -245,6 +268,91 @@ impl<'a> Checker<'a> {
             .filter(|u| u.file_name().ends_with(".socket"))
             .filter(|u| socket_service(u) == name || listed.contains(&u.file_name()))
             .collect()
+    }
+
+    /// ExecStart='s program (and, for a script such as a virtualenv's `bin/ferricorn`, the
+    /// interpreter on its `#!` line) must not be inside a directory the unit's own hardening
+    /// hides: systemd would fail to start it (status 203/EXEC), or the script's interpreter.
+    fn check_program_visible(&mut self, svc: &UnitFile, x: &Exec, private_tmp: bool) {
+        let hides_home = svc
+            .get("Service", "ProtectHome")
+            .is_some_and(|e| e.value == "tmpfs" || parse_bool(&e.value) == Some(true));
+        let inaccessible: Vec<String> = svc
+            .get_all("Service", "InaccessiblePaths")
+            .iter()
+            .flat_map(|e| e.value.split_whitespace().map(str::to_string))
+            .map(|p| p.trim_start_matches(['-', '+']).to_string())
+            .collect();
+        let hidden_by = |p: &str| -> Option<String> {
+            if hides_home {
+                for d in ["/home", "/root", "/run/user"] {
+                    if under(p, d) {
+                        return Some(format!("ProtectHome= hides {d}"));
+                    }
+                }
+            }
+            if private_tmp && (under(p, "/tmp") || under(p, "/var/tmp")) {
+                return Some("PrivateTmp=yes gives the service its own empty /tmp".into());
+            }
+            inaccessible
+                .iter()
+                .find(|d| under(p, d))
+                .map(|d| format!("InaccessiblePaths= hides {d}"))
+        };
+        if !x.program.starts_with('/') {
+            return;
+        }
+        let file = svc.path.clone();
+        let fix = "install the server outside /home, /root and /tmp (e.g. a virtualenv in \
+                   /srv/APP/venv, or /usr/bin/ferricorn), or relax that setting (ProtectHome=read-only)";
+        if let Some(why) = hidden_by(&x.program) {
+            self.add(
+                &file,
+                x.line,
+                "exec-hidden",
+                Severity::Error,
+                format!(
+                    "ExecStart= runs {}, which the service cannot see: {why}",
+                    x.program
+                ),
+                fix.into(),
+            );
+            return;
+        }
+        // A script's interpreter, as found on this machine (or in the --root tree).
+        let local = match &self.inputs.root {
+            Some(r) => r.join(x.program.trim_start_matches('/')),
+            None => PathBuf::from(&x.program),
+        };
+        let Some(interp) = shebang(&local) else {
+            return;
+        };
+        let mut seen = vec![interp.clone()];
+        if self
+            .inputs
+            .root
+            .as_deref()
+            .is_none_or(|r| r == Path::new("/"))
+            && let Ok(real) = std::fs::canonicalize(&interp)
+        {
+            seen.push(display(&real));
+        }
+        if let Some((p, why)) = seen.iter().find_map(|p| hidden_by(p).map(|w| (p, w))) {
+            self.add(
+                &file,
+                x.line,
+                "exec-hidden",
+                Severity::Error,
+                format!(
+                    "ExecStart= runs {}, a script whose interpreter {p} the service cannot see: \
+                     {why}",
+                    x.program
+                ),
+                "make the virtualenv with a Python outside /home and /root (e.g. Debian's \
+                 /usr/bin/python3), or relax that setting (ProtectHome=read-only)"
+                    .into(),
+            );
+        }
     }
 
     fn check_service(&mut self, svc: &'a UnitFile) -> Result<(), String> {
@@ -315,6 +423,7 @@ impl<'a> Checker<'a> {
                     "remove -D/--daemon; systemd keeps the server in the background".into(),
                 );
             }
+            self.check_program_visible(svc, x, private_tmp);
             if private_tmp {
                 for b in &x.binds {
                     if let Some(p) = unix_path(b)
@@ -991,7 +1100,10 @@ pub fn load_root(root: &Path) -> Result<Inputs, String> {
     if !root.is_dir() {
         return Err(format!("--root {}: not a directory", root.display()));
     }
-    let mut inputs = Inputs::default();
+    let mut inputs = Inputs {
+        root: Some(root.to_path_buf()),
+        ..Default::default()
+    };
     let mut names = BTreeSet::new();
     let relevant_text = |t: &str| t.contains("ferricorn") || t.contains("gunicorn");
     for d in UNIT_DIRS {

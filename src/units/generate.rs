@@ -35,6 +35,40 @@ pub struct DeployOptions {
     pub watchdog: Option<u64>,
     /// The systemd version the units are for.
     pub systemd_version: u32,
+    /// What the executable needs at run time besides itself, when it is on this machine: the
+    /// interpreter on a script's `#!` line (a virtualenv's `bin/ferricorn`), the libpython the
+    /// binary loads. See [`runtime_paths`].
+    pub runtime_paths: Vec<String>,
+}
+
+/// `--exe` when not given: the ferricorn running now if it is the one a service would run
+/// (the wheel's script in a virtualenv, or a binary installed under /usr), else
+/// /usr/bin/ferricorn (the `.deb`'s; e.g. when generating from a cargo build).
+pub fn default_exe() -> PathBuf {
+    match crate::python::launcher() {
+        Some(p) if crate::python::is_extension() || p.starts_with("/usr/") => p,
+        _ => PathBuf::from("/usr/bin/ferricorn"),
+    }
+}
+
+/// The paths `exe` needs at run time, read from this machine (nothing if `exe` is not here):
+/// a script's interpreter as written and with symlinks resolved (a virtualenv's `python` links
+/// to its base interpreter), and for the running binary the libpython it loaded.
+pub fn runtime_paths(exe: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(interp) = crate::units::check::shebang(exe) {
+        if let Ok(real) = std::fs::canonicalize(&interp) {
+            out.push(real.display().to_string());
+        }
+        out.insert(0, interp);
+    }
+    if std::env::current_exe().is_ok_and(|e| e == exe)
+        && !crate::python::is_extension()
+        && !crate::PYTHON_LIBDIR.is_empty()
+    {
+        out.push(crate::PYTHON_LIBDIR.to_string());
+    }
+    out
 }
 
 /// One generated file, its path relative to the output directory.
@@ -66,6 +100,8 @@ pub struct Plan<'a> {
     pub logs_dirs: Vec<String>,
     /// `ProtectHome=` value.
     pub protect_home: &'static str,
+    /// Why `ProtectHome=` is `read-only` when the reason is not a path the user gave.
+    pub protect_home_note: Option<String>,
 }
 
 /// Which supervisor a command line is for.
@@ -291,6 +327,15 @@ impl<'a> Plan<'a> {
         }
         read_paths.extend(writable.iter().cloned());
         let in_home = |p: &String| under(p, "/home") || under(p, "/root") || under(p, "/run/user");
+        let protect_home_note = match d.runtime_paths.iter().find(|p| in_home(p)) {
+            Some(p) if !read_paths.iter().any(in_home) => Some(format!(
+                "ProtectHome=read-only: {exe} needs {p}, which ProtectHome=yes would hide; the \
+                 service user {user} must be able to read it (or install ferricorn into a \
+                 virtualenv of a Python outside /home and /root)"
+            )),
+            _ => None,
+        };
+        read_paths.extend(d.runtime_paths.iter().cloned());
         let protect_home = if read_paths.iter().any(in_home) {
             "read-only"
         } else {
@@ -311,6 +356,7 @@ impl<'a> Plan<'a> {
             writable,
             logs_dirs,
             protect_home,
+            protect_home_note,
         })
     }
 
@@ -934,6 +980,7 @@ mod tests {
             socket_group: "www-data".into(),
             watchdog: None,
             systemd_version: 252,
+            runtime_paths: Vec::new(),
         }
     }
 
@@ -1000,6 +1047,54 @@ mod tests {
             ..Layer::default()
         });
         assert!(e.contains("--name"), "{e}");
+    }
+
+    #[test]
+    fn an_interpreter_under_root_makes_protect_home_read_only_with_a_note() {
+        let c = cfg(Layer {
+            app: Some("hello:app".into()),
+            chdir: Some("/srv/app".into()),
+            ..Layer::default()
+        });
+        let venv = DeployOptions {
+            exe: "/srv/app/venv/bin/ferricorn".into(),
+            runtime_paths: vec![
+                "/srv/app/venv/bin/python".into(),
+                "/root/.pyenv/versions/3.12.1/bin/python3.12".into(),
+            ],
+            ..deploy()
+        };
+        let p = Plan::new(&c, &venv).unwrap();
+        assert_eq!(p.protect_home, "read-only");
+        let note = p.protect_home_note.clone().unwrap();
+        assert!(
+            note.contains("/root/.pyenv/versions/3.12.1/bin/python3.12"),
+            "{note}"
+        );
+        assert!(
+            p.service_unit()
+                .contains("ExecStart=/srv/app/venv/bin/ferricorn ")
+        );
+        // A virtualenv of a system Python: nothing under /home or /root.
+        let system = DeployOptions {
+            runtime_paths: vec!["/usr/bin/python3.11".into()],
+            ..venv
+        };
+        let p = Plan::new(&c, &system).unwrap();
+        assert_eq!((p.protect_home, p.protect_home_note), ("yes", None));
+    }
+
+    #[test]
+    fn runtime_paths_read_a_scripts_interpreter() {
+        let d = tempfile::tempdir().unwrap();
+        let script = d.path().join("ferricorn");
+        std::fs::write(&script, "#!/usr/bin/python3 -s\nimport ferricorn\n").unwrap();
+        let paths = runtime_paths(&script);
+        assert_eq!(paths.first().map(String::as_str), Some("/usr/bin/python3"));
+        let real = std::fs::canonicalize("/usr/bin/python3").unwrap();
+        assert!(paths.contains(&real.display().to_string()), "{paths:?}");
+        // Not a script, not here: nothing.
+        assert!(runtime_paths(Path::new("/nonexistent/ferricorn")).is_empty());
     }
 
     #[test]

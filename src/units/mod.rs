@@ -51,9 +51,10 @@ struct GenerateArgs {
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// The ferricorn executable on the target machine.
-    #[arg(long, value_name = "PATH", default_value = "/usr/bin/ferricorn")]
-    exe: PathBuf,
+    /// The ferricorn executable on the target machine. [default: this ferricorn when it is a
+    /// virtualenv's (pip) or installed under /usr, else /usr/bin/ferricorn]
+    #[arg(long, value_name = "PATH")]
+    exe: Option<PathBuf>,
 
     /// The group the proxy (nginx) runs as: the only group allowed to connect to the socket.
     #[arg(long, value_name = "GROUP", default_value = "www-data")]
@@ -193,8 +194,10 @@ fn generate_main(g: GenerateArgs) -> i32 {
             generate::FALLBACK_SYSTEMD_VERSION
         }),
     };
+    let exe = g.exe.clone().unwrap_or_else(generate::default_exe);
     let deploy = generate::DeployOptions {
-        exe: g.exe.clone(),
+        runtime_paths: generate::runtime_paths(&exe),
+        exe,
         socket_group: g.socket_group.clone(),
         watchdog: g.watchdog,
         systemd_version,
@@ -206,18 +209,8 @@ fn generate_main(g: GenerateArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
-    if plan.protect_home == "yes"
-        && ["/root/", "/home/"]
-            .iter()
-            .any(|h| crate::PYTHON_LIBDIR.starts_with(h))
-        && std::env::current_exe().is_ok_and(|e| e == g.exe)
-    {
-        eprintln!(
-            "ferricorn: warning: {} embeds the Python in {}, which ProtectHome=yes hides from \
-             the service; install a ferricorn built against a system Python",
-            g.exe.display(),
-            crate::PYTHON_LIBDIR
-        );
+    if let Some(note) = &plan.protect_home_note {
+        eprintln!("ferricorn: note: {note}");
     }
     let files = plan.files();
     if let Some(only) = g.only {

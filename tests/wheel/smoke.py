@@ -14,6 +14,9 @@ Runs VENV/bin/ferricorn (the console script pip wrote) and checks, one line each
   activation   under systemd-socket-activate it serves the inherited socket
   term         TERM: exit status 0
   python-m     VENV/bin/python -m ferricorn --version names the virtualenv's Python
+  generate     `VENV/bin/ferricorn systemd generate` writes ExecStart=VENV/bin/ferricorn, with
+               ProtectHome=read-only when the venv's base interpreter is under /home or /root,
+               and `systemd check` finds nothing in what it wrote
   validate     wsgiref.validate (around the app) reported nothing
 and ends with "N passed, N failed" (exit status 1 if any failed). Every request goes to
 127.0.0.1 or a unix socket in a temporary directory; every loop is bounded in count and time.
@@ -83,6 +86,14 @@ def wait_for(what, cond, limit=LIMIT):
             return v
         time.sleep(0.05)
     raise Failed("timed out after %.0f s waiting for %s" % (limit, what))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def children(pid, title):
@@ -213,18 +224,16 @@ class Matrix:
         bare = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PATH")}
         bare["PATH"] = ""
         bare["PYTHONDONTWRITEBYTECODE"] = "1"
-        args = ["-w", "2", "-b", "127.0.0.1:0", "-b", "unix:" + sock,
+        # A fixed port: a reload re-binds "127.0.0.1:0" (to another port).
+        port = free_port()
+        args = ["-w", "2", "-b", "127.0.0.1:%d" % port, "-b", "unix:" + sock,
                 "--chdir", self.app_dir, "smoke_app:app"]
         master, log = self.spawn("main", args, env=bare, cwd="/")
         state = {}
 
         def bare_env():
             self.ready(master, log)
-            with open(log) as f:
-                port = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", f.read())
-            if not port:
-                raise Failed("no TCP address in the log")
-            state["tcp"] = ("127.0.0.1", int(port.group(1)))
+            state["tcp"] = ("127.0.0.1", port)
             return "from / with PATH='' and no VIRTUAL_ENV"
 
         self.check("bare-env", bare_env)
@@ -315,9 +324,12 @@ class Matrix:
                 load = Load(tcp)
                 time.sleep(0.3)
                 os.kill(master.pid, signal.SIGUSR2)
-                new = wait_for(
-                    "the new master", lambda: children(master.pid, "ferricorn: master")
-                )[0]
+                def started():
+                    with open(log, errors="replace") as f:
+                        m = re.search(r"started a new master \(pid (\d+)\)", f.read())
+                    return m and int(m.group(1))
+
+                new = wait_for("the new master", started)
                 code = master.wait(LIMIT)
                 if code != 0:
                     raise Failed("the old master exited with %s" % code)
@@ -349,10 +361,7 @@ class Matrix:
             master.wait()
 
         def activation():
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-            s.close()
+            port = free_port()
             env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
             p, alog = self.spawn(
                 "activation",
@@ -362,8 +371,12 @@ class Matrix:
                         "-l", "127.0.0.1:%d" % port],
             )
             state["activation"] = p
+            # systemd-socket-activate starts ferricorn on the first connection.
+            wait_for("systemd-socket-activate to listen", lambda: self.log_has(alog, "Listening on"))
+            status, body = request(("127.0.0.1", port), timeout=LIMIT)
+            if (status, body) != (200, b"ok"):
+                raise Failed("%d %r" % (status, body[:100]))
             self.ready(p, alog)
-            serves(("127.0.0.1", port))
             if not self.log_has(alog, "Inherited socket fd 3"):
                 raise Failed("the log does not show the inherited socket")
             return "fd 3 from systemd-socket-activate on port %d" % port
@@ -393,6 +406,39 @@ class Matrix:
             return out.stdout.strip()
 
         self.check("python-m", python_m)
+
+        def generate():
+            out_dir = os.path.join(self.tmp, "deploy")
+            gen = subprocess.run(
+                [self.exe, "systemd", "generate", "--chdir", "/srv/app", "app:application",
+                 "--output", out_dir],
+                capture_output=True, text=True, timeout=LIMIT, cwd="/",
+            )
+            if gen.returncode != 0:
+                raise Failed("generate: %d %s" % (gen.returncode, gen.stderr))
+            with open(os.path.join(out_dir, "systemd", "app.service")) as f:
+                unit = f.read()
+            exec_start = re.search(r"^ExecStart=(\S+)", unit, re.M).group(1)
+            if exec_start != self.exe:
+                raise Failed("ExecStart=%s, want %s" % (exec_start, self.exe))
+            homes = ("/home/", "/root/")
+            base = os.path.realpath(self.python)
+            want = "read-only" if (base.startswith(homes) or self.venv.startswith(homes)) else "yes"
+            got = re.search(r"^ProtectHome=(\S+)", unit, re.M).group(1)
+            if got != want:
+                raise Failed("ProtectHome=%s, want %s (base interpreter %s)" % (got, want, base))
+            chk = subprocess.run(
+                [self.exe, "systemd", "check",
+                 os.path.join(out_dir, "systemd", "app.service"),
+                 os.path.join(out_dir, "systemd", "app.socket"),
+                 os.path.join(out_dir, "tmpfiles.d", "app.conf")],
+                capture_output=True, text=True, timeout=LIMIT,
+            )
+            if chk.returncode != 0:
+                raise Failed("systemd check: %d %s%s" % (chk.returncode, chk.stdout, chk.stderr))
+            return "ExecStart=%s, ProtectHome=%s, check clean" % (exec_start, got)
+
+        self.check("generate", generate)
 
         def validate():
             bad = ("AssertionError", "WSGIWarning", "Traceback", "Exception ignored")
