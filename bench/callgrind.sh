@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Instructions per request in a worker, counted by callgrind: stable on a noisy machine.
 #   bench/callgrind.sh [APP] [PATH]      e.g. bench/callgrind.sh hello:app /
-# Runs the release binary under valgrind twice (500 and 2500 keep-alive requests) and prints
-# the difference per request, so interpreter start-up and app import cancel out.
+#   FERRICORN_BIN=/srv/app/venv/bin/ferricorn bench/callgrind.sh hello:app /
+# Runs the release binary (or FERRICORN_BIN: another build, or a virtualenv's `ferricorn`
+# script from the wheel, which valgrind runs through its `#!` interpreter) under valgrind twice
+# (500 and 2500 keep-alive requests) and prints the difference per request, so interpreter
+# start-up and app import cancel out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APP=${1:-hello:app}; P=${2:-/}
-BIN=$PWD/target/release/ferricorn
+BIN=${FERRICORN_BIN:-$PWD/target/release/ferricorn}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -22,4 +25,4 @@ run() {
   callgrind_annotate "$OUT/cg.$worker" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}'
 }
 A=$(run 500); B=$(run 2500)
-echo "$APP $P: $(( (B - A) / 2000 )) instructions per request"
+echo "$APP $P: $(( (B - A) / 2000 )) instructions per request ($BIN)"

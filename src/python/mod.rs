@@ -43,8 +43,9 @@ static STDLIB: OnceLock<Option<PathBuf>> = OnceLock::new();
 pub fn enter_extension(argv0: &str) {
     EXTENSION.store(true, Ordering::SeqCst);
     let p = Path::new(argv0);
-    let launcher = (p.file_name().is_some_and(|n| n == "ferricorn") && p.is_file())
-        .then(|| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+    let launcher =
+        (argv0.contains('/') && p.file_name().is_some_and(|n| n == "ferricorn") && p.is_file())
+            .then(|| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
     let _ = LAUNCHER.set(launcher);
 }
 

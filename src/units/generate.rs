@@ -4,7 +4,9 @@
 //! and the deployment options; every file is rendered from it, so the socket path in the
 //! `.socket` unit, in `ExecStart=`, in tmpfiles.d and in nginx is one value, written four times.
 //! Output is deterministic: nothing about the generating machine (time, host name, installed
-//! systemd) is written unless passed in.
+//! systemd) is written unless passed in. The one reading of the machine is [`runtime_paths`]:
+//! when `--exe` exists here (generating on the target, e.g. from the virtualenv's `ferricorn`),
+//! what it needs at run time decides `ProtectHome=`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
