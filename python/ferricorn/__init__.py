@@ -14,7 +14,12 @@ __all__ = ["main"]
 
 def main(argv=None):
     """Run ferricorn with ``argv`` (default: ``sys.argv``); return the exit status."""
-    args = [str(a) for a in (sys.argv if argv is None else argv)]
+    # Arguments that are not UTF-8 (surrogate-escaped by Python) arrive with U+FFFD, as the
+    # standalone binary reads them.
+    args = [
+        str(a).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        for a in (sys.argv if argv is None else argv)
+    ]
     if sysconfig.get_config_var("Py_GIL_DISABLED"):
         print(
             "ferricorn: error: free-threaded Python (%d.%dt) is not supported; "
