@@ -75,8 +75,10 @@ summary=()
 for py in "${pythons[@]}"; do
   tag=$("$py" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
   case "$py" in /usr/bin/*) label="$tag-system" ;; *) label="$tag-$(basename "$(dirname "$(dirname "$py")")")" ;; esac
+  # (ldd's output captured first: with pipefail, `ldd | grep -q` fails when grep exits early.)
   static=no
-  ldd "$py" 2>/dev/null | grep -q libpython || static=yes
+  deps=$(ldd "$py" 2>/dev/null || true)
+  grep -q libpython <<<"$deps" || static=yes
   log "$label: $py (libpython linked statically: $static)"
   venv=$work/venv-$label
   "$py" -m venv "$venv"
@@ -96,8 +98,9 @@ for py in "${pythons[@]}"; do
   fi
   t_build=$(( $(date +%s) - t0 ))
   so=$(ls "$venv"/lib/python*/site-packages/ferricorn/_ferricorn*.so)
-  if ldd "$so" | grep -q libpython; then
-    echo "FAIL no-libpython $label: $so links a libpython:"; ldd "$so" | grep libpython
+  deps=$(ldd "$so")
+  if grep -q libpython <<<"$deps"; then
+    echo "FAIL no-libpython $label: $so links a libpython:"; grep libpython <<<"$deps"
     failed=$((failed + 1))
   else
     echo "PASS no-libpython $label: the extension module links no libpython"
