@@ -4,10 +4,12 @@
 //! forks `worker` processes; each worker runs a tokio + hyper HTTP/1.1 server (`http`) that hands
 //! complete requests to an embedded CPython (`python`, `wsgi`, `pool`).
 
+pub mod checks;
 pub mod cli;
 pub mod coalesce;
 pub mod config;
 pub mod daemon;
+pub mod exit;
 pub mod http;
 pub mod ipc;
 pub mod logging;
@@ -21,6 +23,7 @@ pub mod proxy;
 pub mod python;
 pub mod sockets;
 pub mod units;
+pub mod usage;
 pub mod worker;
 pub mod wsgi;
 
