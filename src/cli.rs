@@ -86,6 +86,9 @@ pub fn main() -> i32 {
         }
     };
     if cfg.print_config {
+        for n in &cfg.notices {
+            eprintln!("ferricorn: note: {n}");
+        }
         print!("{}", cfg.to_toml());
         return 0;
     }

@@ -129,7 +129,7 @@ macro_rules! settings {
             }
 
             /// The setting called `name` as a config-file value, if set.
-            pub(crate) fn get_toml(&self, name: &str) -> Option<toml::Value> {
+            pub fn get_toml(&self, name: &str) -> Option<toml::Value> {
                 $(if name == stringify!($field) {
                     return self.$field.as_ref().map(<$lty as Value>::to_toml);
                 })*
