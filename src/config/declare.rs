@@ -55,6 +55,7 @@ macro_rules! settings {
                 name: stringify!($field),
                 help: concat!($($doc, "\n"),*),
                 kind: <$lty as Value>::KIND,
+                choices: <$lty as Value>::CHOICES,
                 $($spec)*
                 ..Spec::BASE
             }

@@ -11,9 +11,14 @@ use super::{Config, HOOKS, SETTINGS};
 pub fn options_table() -> String {
     let defaults = Config::builtin_defaults().to_layer();
     let mut out = String::from("| option | config key | default | meaning |\n|---|---|---|---|\n");
+    let mut section = None;
     for s in SETTINGS.iter().filter(|s| {
         s.status == Status::Works && !matches!(s.shape, Shape::NoFlag | Shape::Positional)
     }) {
+        if section != Some(s.section) {
+            let _ = writeln!(out, "| **{}** | | | |", s.section.title());
+            section = Some(s.section);
+        }
         let default = match s.default_doc {
             Some(d) => d.to_string(),
             None => defaults
@@ -26,12 +31,19 @@ pub fn options_table() -> String {
         } else {
             format!("`{}`", s.key())
         };
+        let mut meaning = s.help_text();
+        if let Some(c) = s.choices {
+            meaning.push_str(&format!(" One of: {}.", c.join(", ")));
+        }
+        if !s.note.is_empty() {
+            meaning.push_str(&format!(" ({})", s.note));
+        }
         let _ = writeln!(
             out,
             "| {} | {key} | {} | {} |",
             code(&flag(s)),
             cell(&default),
-            cell(&s.help_text())
+            cell(&meaning)
         );
     }
     out

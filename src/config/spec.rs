@@ -126,6 +126,8 @@ pub struct Spec {
     pub help: &'static str,
     /// Gunicorn's word for the value's type (`int`, `bool`, `string`, `list`, `dict`).
     pub kind: &'static str,
+    /// The accepted values, when the type has a fixed set.
+    pub choices: Option<&'static [&'static str]>,
     pub section: Section,
     /// The long flag, without `--`.
     pub long: Option<&'static str>,
@@ -157,6 +159,7 @@ impl Spec {
         name: "",
         help: "",
         kind: "",
+        choices: None,
         section: Section::ServerMechanics,
         long: None,
         short: None,

@@ -55,8 +55,7 @@ const HOOK: &str = "server hooks are Python callables set in a Python config fil
 settings! {
     // ---- Config file -------------------------------------------------------------------
 
-    /// Config file: TOML with the settings' names as keys. `file:PATH` is accepted; Python
-    /// files are not read yet.
+    /// Config file: TOML with the settings' names as keys (`file:PATH` is accepted).
     setting config: String = None => Option<String> {
         section: ConfigFile, long: Some("config"), short: Some('c'), value_name: "FILE",
         default_doc: Some("./ferricorn.toml if it exists"), action: true,
@@ -128,7 +127,6 @@ settings! {
     /// Print the effective configuration as TOML (it loads back to the same) and exit.
     setting print_config: bool = Some(false) => bool {
         section: Debugging, long: Some("print-config"), shape: Switch("true"), action: true,
-        note: "prints TOML (without importing the app)",
     }
 
     // ---- Logging -----------------------------------------------------------------------
