@@ -18,9 +18,9 @@ pub(crate) fn add_arg<I: Clone + Send + Sync + 'static>(
     spec: &'static Spec,
     parse: fn(&str) -> Result<I, String>,
     choices: Option<&'static [&'static str]>,
-    default: Option<toml::Value>,
+    default: fn() -> Option<toml::Value>,
 ) -> Command {
-    let mut a = Arg::new(spec.name).help(help(spec, default));
+    let mut a = Arg::new(spec.name);
     match spec.shape {
         Shape::NoFlag => return cmd,
         Shape::Positional => {
@@ -69,8 +69,11 @@ pub(crate) fn add_arg<I: Clone + Send + Sync + 'static>(
         None => a.value_parser(ValueParser::new(move |s: &str| parse(s))),
     };
     // The settings that have no effect here, or are refused, stay out of --help (the README
-    // lists them): the help shows what ferricorn does.
-    if spec.status != Status::Works {
+    // lists them): the help shows what ferricorn does. (Their help text is not made at all:
+    // building the command line is part of every start.)
+    if spec.status == Status::Works {
+        a = a.help(help(spec, default()));
+    } else {
         a = a.hide(true);
     }
     cmd.arg(a.help_heading(spec.section.title()))
@@ -100,6 +103,7 @@ pub(crate) fn show_default(v: toml::Value) -> Option<String> {
             .filter_map(show_default)
             .collect::<Vec<_>>()
             .join(","),
+        toml::Value::Integer(n) => n.to_string(),
         other => other.to_string(),
     };
     Some(s).filter(|s| !s.is_empty())

@@ -219,7 +219,7 @@ macro_rules! settings {
                         &SETTINGS[Idx::$field as usize],
                         given_or!(<$lty as Value>::parse_item; $($parse)?),
                         <$lty as Value>::CHOICES,
-                        {
+                        || {
                             let d: Option<$lty> = $default;
                             d.map(|v| <$lty as Value>::to_toml(&v))
                         },

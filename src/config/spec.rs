@@ -214,7 +214,14 @@ impl Spec {
 
     /// The help text as one paragraph.
     pub fn help_text(&self) -> String {
-        self.help.split_whitespace().collect::<Vec<_>>().join(" ")
+        let mut out = String::with_capacity(self.help.len());
+        for w in self.help.split_whitespace() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(w);
+        }
+        out
     }
 }
 
