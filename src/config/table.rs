@@ -788,3 +788,53 @@ hooks! {
     /// When a dirty worker exits.
     hook dirty_worker_exit(arbiter, worker) => Refused(DIRTY);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::spec::Status;
+
+    /// No two settings answer to the same flag or config-file key, and every entry says what
+    /// it is: a help text, and a reason unless it works.
+    #[test]
+    fn names_flags_and_keys_are_unique_and_explained() {
+        let mut flags = BTreeMap::new();
+        let mut keys = BTreeMap::new();
+        for s in SETTINGS {
+            assert!(!s.help.trim().is_empty(), "{} has no help", s.name);
+            assert_eq!(
+                s.status == Status::Works,
+                s.status.reason().is_empty(),
+                "{}: a reason unless it works",
+                s.name
+            );
+            let mut own: Vec<String> = s.long.iter().map(|l| format!("--{l}")).collect();
+            own.extend(s.aliases.iter().map(|a| format!("--{a}")));
+            own.extend(s.short.iter().map(|c| format!("-{c}")));
+            for f in own {
+                if let Some(other) = flags.insert(f.clone(), s.name) {
+                    panic!("{f} is both {other} and {}", s.name);
+                }
+            }
+            let mut k: Vec<String> = vec![s.name.to_string()];
+            k.extend(s.gunicorn_name().map(|g| g.replace('-', "_")));
+            k.extend(s.keys.iter().map(|x| x.replace('-', "_")));
+            k.dedup();
+            for key in k {
+                if let Some(other) = keys.insert(key.clone(), s.name) {
+                    panic!("key {key} is both {other} and {}", s.name);
+                }
+            }
+        }
+        for h in HOOKS {
+            assert!(
+                !keys.contains_key(h.name),
+                "hook {} is also a setting",
+                h.name
+            );
+            assert_ne!(h.status, Status::Works, "{}", h.name);
+        }
+    }
+}

@@ -179,6 +179,9 @@ fn generate_main(g: GenerateArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    for n in &cfg.notices {
+        eprintln!("ferricorn: note: {n}");
+    }
     if cfg.daemon {
         eprintln!(
             "ferricorn: note: --daemon/daemon = true is left out: systemd and the other \
