@@ -130,34 +130,26 @@ impl Sources {
             },
             None => None,
         };
-        let checks = self.checks;
-        let spec = |name: &str| SETTINGS.iter().find(|s| s.name == name);
-        // Each layer's values, named the way the user wrote them.
-        let flag = |s: &Spec| format!("invalid value for '{}'", s.display());
-        self.cli
-            .check_values()
-            .map_err(|(s, m)| format!("{}: {m}", flag(s)))?;
-        (checks.layer)(&self.cli).map_err(|(n, m)| match spec(n) {
-            Some(s) => format!("{}: {m}", flag(s)),
-            None => m,
+        // Each layer's values: the table's checks, then the other modules'; an error names
+        // the value the way the user wrote it (`at`).
+        let checked = |l: &Layer, at: &dyn Fn(&Spec) -> String| -> Result<(), String> {
+            l.check_values()
+                .map_err(|(s, m)| format!("{}: {m}", at(s)))?;
+            (self.checks.layer)(l).map_err(|(n, m)| match spec_named(n) {
+                Some(s) => format!("{}: {m}", at(s)),
+                None => m,
+            })
+        };
+        checked(&self.cli, &|s| {
+            format!("invalid value for '{}'", s.display())
         })?;
-        args.layer
-            .check_values()
-            .map_err(|(s, m)| format!("{GUNICORN_CMD_ARGS}: {}: {m}", flag(s)))?;
-        (checks.layer)(&args.layer).map_err(|(n, m)| match spec(n) {
-            Some(s) => format!("{GUNICORN_CMD_ARGS}: {}: {m}", flag(s)),
-            None => m,
+        checked(&args.layer, &|s| {
+            format!("{GUNICORN_CMD_ARGS}: invalid value for '{}'", s.display())
         })?;
         if let Some(f) = &file {
-            (checks.layer)(&f.layer).map_err(|(n, m)| match spec(n) {
-                Some(s) => format!("{}: {m}", f.locate(s)),
-                None => m,
-            })?;
+            checked(&f.layer, &|s| f.locate(s))?;
         }
-        (checks.layer)(&env).map_err(|(n, m)| match spec(n).and_then(|s| s.env) {
-            Some(var) => format!("${var}: {m}"),
-            None => m,
-        })?;
+        checked(&env, &|s| format!("${}", s.env.unwrap_or(s.name)))?;
         let file_layer = file.as_ref().map(|f| f.layer.clone()).unwrap_or_default();
         let merged = self
             .cli
@@ -176,7 +168,7 @@ impl Sources {
         if let Some(f) = &file
             && f.layer.config.is_some()
         {
-            let s = spec("config").expect("the table declares config");
+            let s = spec_named("config").expect("the table declares config");
             notices.push(format!(
                 "{}: has no effect in a config file (as in Gunicorn): name the file with -c",
                 f.locate(s)
@@ -190,10 +182,14 @@ impl Sources {
                 Verdict::Refuse(r) => return Err(format!("{}: {r}", origin.locate(s))),
             }
         }
-        (checks.config)(&cfg)?;
+        (self.checks.config)(&cfg)?;
         cfg.notices = notices;
         Ok(cfg)
     }
+}
+
+fn spec_named(name: &str) -> Option<&'static Spec> {
+    SETTINGS.iter().find(|s| s.name == name)
 }
 
 /// The layers of one load, to say where a setting was set.

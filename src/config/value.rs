@@ -193,47 +193,36 @@ impl Scalar for BindAddr {
     }
 }
 
-/// A table of strings (Gunicorn's `secure_scheme_headers`): config file only.
-impl Value for BTreeMap<String, String> {
-    type Item = String;
-    const KIND: &'static str = "dict";
-    fn parse_item(_: &str) -> Result<String, String> {
-        Err("a table: set it in the config file".into())
-    }
-    fn from_items(_: Vec<String>) -> Option<Self> {
-        None
-    }
-    fn from_toml(v: toml::Value, _comma: bool) -> Result<Self, String> {
-        serde_from(v)
-    }
-    fn to_toml(&self) -> toml::Value {
-        serde_to(self)
-    }
+/// The tables (Gunicorn's `secure_scheme_headers`, `logconfig_dict`): config file only.
+macro_rules! table_values {
+    ($($t:ty => $from:expr),* $(,)?) => {$(
+        impl Value for $t {
+            type Item = String;
+            const KIND: &'static str = "dict";
+            fn parse_item(_: &str) -> Result<String, String> {
+                Err("a table: set it in the config file".into())
+            }
+            fn from_items(_: Vec<String>) -> Option<Self> {
+                None
+            }
+            fn from_toml(v: toml::Value, _comma: bool) -> Result<Self, String> {
+                let from: fn(toml::Value) -> Result<$t, String> = $from;
+                from(v)
+            }
+            fn to_toml(&self) -> toml::Value {
+                serde_to(self)
+            }
+        }
+    )*};
 }
 
-/// Any table (Gunicorn's `logconfig_dict`): config file only.
-impl Value for toml::Table {
-    type Item = String;
-    const KIND: &'static str = "dict";
-    fn parse_item(_: &str) -> Result<String, String> {
-        Err("a table: set it in the config file".into())
-    }
-    fn from_items(_: Vec<String>) -> Option<Self> {
-        None
-    }
-    fn from_toml(v: toml::Value, _comma: bool) -> Result<Self, String> {
-        match v {
-            toml::Value::Table(t) => Ok(t),
-            other => Err(format!(
-                "invalid type: {}, expected a table",
-                other.type_str()
-            )),
-        }
-    }
-    fn to_toml(&self) -> toml::Value {
-        toml::Value::Table(self.clone())
-    }
-}
+table_values!(
+    BTreeMap<String, String> => serde_from,
+    toml::Table => |v| match v {
+        toml::Value::Table(t) => Ok(t),
+        other => Err(format!("invalid type: {}, expected a table", other.type_str())),
+    },
+);
 
 /// `--log-level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
