@@ -30,8 +30,7 @@ fn load(modules: &[&str]) -> Vec<WsgiApp> {
             chdir: Some(apps_dir.clone()),
             ..Default::default()
         },
-        config_file: None,
-        explicit_file: false,
+        ..Default::default()
     }
     .load()
     .expect("config");

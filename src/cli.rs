@@ -1,74 +1,41 @@
 //! The command line: `ferricorn [OPTIONS] APP_MODULE`, with Gunicorn's flag names.
 //!
-//! Errors in flags or values are one line naming the flag and what it accepts, exit status 2.
+//! The flags are the settings table's (`config`); errors in flags or values are one line
+//! naming the flag and what it accepts, exit status 2.
 
 use std::path::PathBuf;
 
 use clap::Parser;
 
 use crate::config::{self, Layer, Sources};
+use crate::exit::{EXIT_FAILURE, EXIT_USAGE};
 use crate::notify::{NOTIFY_ENV, NotifyEnv};
-
-/// Exit status for a command line or configuration that cannot be used.
-pub const EXIT_USAGE: i32 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "ferricorn",
     version = long_version(),
     about = "A systemd-native application server for Python WSGI apps.",
-    after_help = "Config file: TOML with the long flag names as keys (workers = 3, \
+    after_help = "Config file: TOML with the settings' names as keys (workers = 3, \
                   bind = [\"unix:/run/app/socket\"]). Precedence: defaults < environment \
-                  (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS, PORT, VIRTUAL_ENV) < config file < flags.\n\n\
+                  (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS, PORT, VIRTUAL_ENV) < config file < \
+                  GUNICORN_CMD_ARGS < flags. Gunicorn's other settings are accepted too; the \
+                  README lists what each does here.\n\n\
                   Deployment files: ferricorn systemd generate [OPTIONS] APP_MODULE writes the \
                   systemd units, tmpfiles.d, nginx, logrotate, supervisor, runit, Procfile and \
                   upstart files for a configuration; ferricorn systemd check [FILES | --root DIR] \
                   checks installed ones."
 )]
 pub struct Cli {
+    /// Every setting (`-c`, `--check-config` and `--print-config` included).
     #[command(flatten)]
     pub opts: Layer,
-
-    /// Config file (TOML). [default: ./ferricorn.toml if it exists]
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// Check the configuration, import the app, and exit 0 (or 1 on failure).
-    #[arg(long)]
-    pub check_config: bool,
-
-    /// Print the effective configuration as TOML and exit.
-    #[arg(long)]
-    pub print_config: bool,
 }
 
 fn long_version() -> &'static str {
     Box::leak(
         format!("{} ({})", crate::VERSION, crate::python::describe_runtime()).into_boxed_str(),
     )
-}
-
-/// One line from a clap error: the first line, plus the possible values if clap listed them;
-/// `help` is the command that shows the usage.
-pub(crate) fn one_line(e: &clap::Error, help: &str) -> String {
-    let text = e.render().to_string();
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next().unwrap_or("invalid arguments").to_string();
-    let mut first = first.strip_prefix("error: ").unwrap_or(&first).to_string();
-    // "the following required arguments were not provided:" names them on the next line.
-    if first.ends_with(':')
-        && let Some(next) = lines.next()
-    {
-        first = format!("{first} {next}");
-    }
-    let extra: Vec<&str> = lines
-        .filter(|l| l.starts_with("[possible values") || l.starts_with("tip: a similar"))
-        .collect();
-    if extra.is_empty() {
-        format!("ferricorn: error: {first} (see {help})")
-    } else {
-        format!("ferricorn: error: {first}; {}", extra.join("; "))
-    }
 }
 
 /// Entry point of the binary; returns the exit status.
@@ -98,24 +65,18 @@ pub fn run(argv: Vec<String>) -> i32 {
                     0
                 }
                 _ => {
-                    eprintln!("{}", one_line(&e, "ferricorn --help"));
+                    eprintln!("{}", crate::usage::one_line(&e, "ferricorn --help"));
                     EXIT_USAGE
                 }
             };
         }
     };
-    // Absolute, so that a reload after --chdir reads the same file.
-    let (config_file, explicit_file) = match cli.config.clone() {
-        Some(p) => (Some(std::path::absolute(&p).unwrap_or(p)), true),
-        None => {
-            let p = PathBuf::from(config::DEFAULT_CONFIG_FILE);
-            (Some(std::path::absolute(&p).unwrap_or(p)), false)
+    let sources = match Sources::from_command_line(cli.opts, crate::checks::HOST) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferricorn: error: {e}");
+            return EXIT_USAGE;
         }
-    };
-    let sources = Sources {
-        cli: cli.opts.clone(),
-        config_file,
-        explicit_file,
     };
     let cfg = match sources.load() {
         Ok(c) => c,
@@ -124,7 +85,10 @@ pub fn run(argv: Vec<String>) -> i32 {
             return EXIT_USAGE;
         }
     };
-    if cli.print_config {
+    if cfg.print_config {
+        for n in &cfg.notices {
+            eprintln!("ferricorn: note: {n}");
+        }
         print!("{}", cfg.to_toml());
         return 0;
     }
@@ -171,18 +135,25 @@ pub fn run(argv: Vec<String>) -> i32 {
             env_applied.push(k.to_string());
         }
     }
-    if cli.check_config {
+    if cfg.check_config {
+        for n in &cfg.notices {
+            eprintln!("ferricorn: note: {n}");
+        }
         return check_config(&cfg, &argv);
     }
     if cfg.daemon
         && let Err(e) = crate::daemon::detach()
     {
         eprintln!("ferricorn: error: {e}");
-        return 1;
+        return EXIT_FAILURE;
     }
     if let Err(e) = crate::logging::init(&cfg) {
         eprintln!("ferricorn: error: {e}");
-        return 1;
+        return EXIT_FAILURE;
+    }
+    // Settings accepted with no effect here: one info line each.
+    for n in &cfg.notices {
+        tracing::info!("{n}");
     }
     crate::proctitle::init();
     // The interpreter starts in the master, before any worker forks (README "Architecture").
@@ -206,7 +177,7 @@ pub fn run(argv: Vec<String>) -> i32 {
 fn check_config(cfg: &config::Config, argv: &[String]) -> i32 {
     if let Err(e) = crate::python::init(cfg, argv) {
         eprintln!("ferricorn: error: {e}");
-        return 1;
+        return EXIT_FAILURE;
     }
     match crate::python::load_app(cfg.app_spec()) {
         Ok(_) => {
@@ -225,7 +196,7 @@ fn check_config(cfg: &config::Config, argv: &[String]) -> i32 {
                 cfg.app_spec(),
                 e.reason
             );
-            1
+            EXIT_FAILURE
         }
     }
 }

@@ -6,10 +6,12 @@
 //! `ferricorn` binary (which embeds CPython) and as the wheel's extension module
 //! (`extension`), run by the user's interpreter.
 
+pub mod checks;
 pub mod cli;
 pub mod coalesce;
 pub mod config;
 pub mod daemon;
+pub mod exit;
 pub mod extension;
 pub mod http;
 pub mod ipc;
@@ -24,6 +26,7 @@ pub mod proxy;
 pub mod python;
 pub mod sockets;
 pub mod units;
+pub mod usage;
 pub mod worker;
 pub mod wsgi;
 

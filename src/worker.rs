@@ -26,10 +26,7 @@ use crate::proxy::Peer;
 use crate::sockets::{Listener, LocalAddr};
 use crate::wsgi::WsgiApp;
 
-/// Exit code of a worker whose interpreter could not start (Gunicorn's WORKER_BOOT_ERROR).
-pub const EXIT_BOOT_ERROR: i32 = 3;
-/// Exit code of a worker that could not load the app (Gunicorn's APP_LOAD_ERROR).
-pub const EXIT_APP_LOAD: i32 = 4;
+pub use crate::exit::{EXIT_APP_LOAD, EXIT_BOOT_ERROR};
 
 /// What a freshly forked worker is given.
 pub struct Spawn<'a> {
@@ -102,7 +99,13 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
             return EXIT_APP_LOAD;
         }
     };
-    let access = crate::logging::access_out().map(|out| AccessLog::new(cfg.access_format(), out));
+    let access = crate::logging::access_out().map(|out| {
+        AccessLog::new(
+            crate::logging::access::AccessFormat::parse(&cfg.access_log_format)
+                .expect("validated at load"),
+            out,
+        )
+    });
     let log_keys = access
         .as_ref()
         .map(|a| a.format.environ_vars())

@@ -969,10 +969,10 @@ mod tests {
     fn cfg(l: Layer) -> Config {
         crate::config::Sources {
             cli: l,
-            config_file: None,
-            explicit_file: false,
+            checks: crate::checks::TARGET,
+            ..Default::default()
         }
-        .load_for_target()
+        .load()
         .unwrap()
     }
 

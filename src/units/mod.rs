@@ -17,8 +17,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::cli::{EXIT_USAGE, one_line};
-use crate::config::{self, Layer, Sources};
+use crate::config::{Layer, Sources};
+use crate::exit::EXIT_USAGE;
+use crate::usage::one_line;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,12 +45,9 @@ enum Cmd {
 
 #[derive(Debug, clap::Args)]
 struct GenerateArgs {
+    /// Every server setting, `-c FILE` included.
     #[command(flatten)]
     opts: Layer,
-
-    /// Config file (TOML), as for the server. [default: ./ferricorn.toml if it exists]
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
-    config: Option<PathBuf>,
 
     /// The ferricorn executable on the target machine. [default: this ferricorn when it is a
     /// virtualenv's (pip) or installed under /usr, else /usr/bin/ferricorn]
@@ -161,22 +159,30 @@ fn generate_main(g: GenerateArgs) -> i32 {
     // socket of these units: the generated files must not depend on it.
     // SAFETY: single-threaded: nothing else reads the environment concurrently.
     unsafe { std::env::remove_var("PORT") };
-    let (config_file, explicit_file) = match g.config.clone() {
-        Some(p) => (Some(std::path::absolute(&p).unwrap_or(p)), true),
-        None => (Some(PathBuf::from(config::DEFAULT_CONFIG_FILE)), false),
+    if g.opts.check_config.is_some() || g.opts.print_config.is_some() {
+        eprintln!(
+            "ferricorn: error: --check-config and --print-config are options of the server \
+             (ferricorn --print-config ...), not of systemd generate"
+        );
+        return EXIT_USAGE;
+    }
+    let sources = match Sources::from_command_line(g.opts.clone(), crate::checks::TARGET) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferricorn: error: {e}");
+            return EXIT_USAGE;
+        }
     };
-    let sources = Sources {
-        cli: g.opts.clone(),
-        config_file,
-        explicit_file,
-    };
-    let cfg = match sources.load_for_target() {
+    let cfg = match sources.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ferricorn: error: {e}");
             return EXIT_USAGE;
         }
     };
+    for n in &cfg.notices {
+        eprintln!("ferricorn: note: {n}");
+    }
     if cfg.daemon {
         eprintln!(
             "ferricorn: note: --daemon/daemon = true is left out: systemd and the other \

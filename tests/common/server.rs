@@ -52,8 +52,9 @@ pub struct ServerBuilder {
 /// A builder for the `ferricorn` binary under test.
 ///
 /// The child's environment is the test's, except that inherited `FERRICORN_*`
-/// variables are removed and `PYTHONUNBUFFERED=1`, `PYTHONDONTWRITEBYTECODE=1`
-/// and `NO_COLOR=1` are set (override with `.env()` / `.env_remove()`).
+/// variables and `GUNICORN_CMD_ARGS` are removed and `PYTHONUNBUFFERED=1`,
+/// `PYTHONDONTWRITEBYTECODE=1` and `NO_COLOR=1` are set (override with `.env()` /
+/// `.env_remove()`).
 pub fn ferricorn() -> ServerBuilder {
     program(env!("CARGO_BIN_EXE_ferricorn"))
 }
@@ -123,6 +124,9 @@ impl ServerBuilder {
                 cmd.env_remove(&k);
             }
         }
+        // More command-line arguments ferricorn reads, as Gunicorn does: a test sets it
+        // itself, or it is not there.
+        cmd.env_remove("GUNICORN_CMD_ARGS");
         cmd.env("PYTHONUNBUFFERED", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("NO_COLOR", "1");
