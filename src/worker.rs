@@ -155,21 +155,22 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     code
 }
 
-/// On SIGABRT (sent by the master when the worker timed out) Python prints every thread's
-/// stack to the error log before the master's SIGKILL, so a hang can be diagnosed.
+/// Python's faulthandler for the fatal signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT):
+/// every thread's Python stack goes to the error log before the worker dies, whether the app
+/// crashed or the master sent SIGABRT because the worker timed out.
 fn install_faulthandler() {
     let fd = crate::logging::error_sink().raw_fd();
-    let _ = Python::attach(|py| -> pyo3::PyResult<()> {
-        let fh = py.import("faulthandler")?;
-        let signal = py.import("signal")?;
-        let abrt = signal.getattr("SIGABRT")?;
+    let installed = Python::attach(|py| -> pyo3::PyResult<()> {
         let kwargs = pyo3::types::PyDict::new(py);
         kwargs.set_item("file", fd)?;
         kwargs.set_item("all_threads", true)?;
-        kwargs.set_item("chain", false)?;
-        fh.call_method("register", (abrt,), Some(&kwargs))?;
+        py.import("faulthandler")?
+            .call_method("enable", (), Some(&kwargs))?;
         Ok(())
     });
+    if let Err(e) = installed {
+        tracing::warn!("cannot enable Python's faulthandler: {e}");
+    }
 }
 
 /// Runs `atexit` handlers and flushes Python's streams before a graceful exit.

@@ -1,11 +1,13 @@
-//! Faults inside a worker (issue 11, item 19): an address-space limit (`ulimit -v`).
+//! Faults inside a worker (issue 11, item 19): a segfault, a hang, and an address-space limit
+//! (`ulimit -v`). Each worker's fault stays inside that worker: it is reported and the worker
+//! is replaced.
 
 mod common;
 
 use std::time::Duration;
 
 use common::client::{Addr, get};
-use common::server::{ServerBuilder, ferricorn, proc_status_kib};
+use common::server::{ServerBuilder, ferricorn, proc_status_kib, wait_until};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -57,6 +59,68 @@ fn worker_pid(addr: &Addr) -> i32 {
     let r = get(addr, "/").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     r.text().parse().unwrap()
+}
+
+/// Item 19: Python's faulthandler covers SIGSEGV (and SIGBUS, SIGFPE, SIGILL, SIGABRT): a
+/// segfault in a request leaves every thread's Python stack in the error log, and the master
+/// replaces the worker.
+#[test]
+fn a_segfault_leaves_the_python_stack_in_the_error_log_and_the_worker_is_replaced() {
+    let s = server(&[]).spawn();
+    s.wait_ready(T);
+    let addr = s.addr();
+    let old = worker_pid(&addr);
+    let crashed = get(&addr, "/segv");
+    assert!(
+        !matches!(&crashed, Ok(r) if r.status == 200),
+        "the crashing request succeeded: {crashed:?}"
+    );
+    s.wait_for_stderr("Fatal Python error: Segmentation fault", T);
+    s.wait_for_stderr("SIGSEGV", T);
+    let err = s.stderr();
+    assert!(
+        err.contains("in crash_in_native_code") && err.contains("faultapp.py"),
+        "no Python stack in the error log\n{}",
+        s.report()
+    );
+    let mut new = old;
+    assert!(
+        wait_until(T, || {
+            new = get(&addr, "/")
+                .ok()
+                .and_then(|r| r.text().parse().ok())
+                .unwrap_or(old);
+            new != old
+        }),
+        "the worker was not replaced\n{}",
+        s.report()
+    );
+}
+
+/// Item 19 (and the README's promise for `--timeout`): a worker killed for hanging leaves every
+/// thread's Python stack in the error log. Before the fix faulthandler was never installed (its
+/// `register(SIGABRT)` raises: fatal signals need `enable()`), so nothing was printed.
+#[test]
+fn a_timed_out_worker_leaves_its_python_stack_in_the_error_log() {
+    let s = server(&["--timeout", "2"]).spawn();
+    s.wait_ready(T);
+    let addr = s.addr();
+    let old = worker_pid(&addr);
+    let hung = std::thread::spawn({
+        let addr = addr.clone();
+        move || get(&addr, "/hang")
+    });
+    s.wait_for_stderr("WORKER TIMEOUT", T);
+    s.wait_for_stderr("in hang_forever", T);
+    let _ = hung.join();
+    assert!(
+        wait_until(T, || get(&addr, "/")
+            .ok()
+            .and_then(|r| r.text().parse::<i32>().ok())
+            .is_some_and(|p| p != old)),
+        "the worker was not replaced\n{}",
+        s.report()
+    );
 }
 
 fn vm_kib(pid: i32, field: &str) -> u64 {
