@@ -55,14 +55,6 @@ pub fn run(s: Spawn<'_>) -> ! {
     for fd in &s.close_fds {
         let _ = nix::unistd::close(*fd);
     }
-    // Die with the master: a worker must never outlive it (no orphans after SIGKILL).
-    // SAFETY: prctl with constant arguments.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-    }
-    if nix::unistd::getppid().as_raw() != s.master_pid {
-        exit(0);
-    }
     crate::proctitle::set(&format!("ferricorn: worker [{}]", s.cfg.proc_name()));
     if let Some(id) = s.identity
         && let Err(e) = crate::privileges::drop_to(id)
@@ -71,6 +63,16 @@ pub fn run(s: Spawn<'_>) -> ! {
         tracing::error!("{msg}");
         s.ipc.send(&Msg::BootFailed(msg));
         exit(EXIT_BOOT_ERROR);
+    }
+    // Die with the master: a worker must never outlive it (no orphans after SIGKILL). Set after
+    // the identity switch, which clears it (prctl(2)); then a master that died before it was
+    // set is caught by the parent check.
+    // SAFETY: prctl with constant arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+    }
+    if nix::unistd::getppid().as_raw() != s.master_pid {
+        exit(0);
     }
     let code = boot_and_serve(&s);
     exit(code)
