@@ -28,6 +28,8 @@ impl PidFile {
     /// (USR2), whose pid may still be in the file.
     pub fn create(path: &Path, predecessor: Option<u32>) -> Result<PidFile, String> {
         let pid = std::process::id();
+        // Absolute: a reload may move the master to another working directory.
+        let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         if let Ok(text) = std::fs::read_to_string(path)
             && let Ok(old) = text.trim().parse::<u32>()
             && old != pid
@@ -39,30 +41,22 @@ impl PidFile {
                 path.display()
             ));
         }
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.{pid}.tmp",
-            path.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        ));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            writeln!(f, "{pid}")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("cannot write pid file {}: {e}", path.display())
-        })?;
+        write_atomically(path, pid)
+            .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
         Ok(PidFile {
             path: path.to_path_buf(),
             pid,
         })
+    }
+
+    /// Writes our pid again if the file names another process: a successor (USR2) that wrote
+    /// its own and died, while this master still serves.
+    pub fn reclaim(&self) {
+        let ours = std::fs::read_to_string(&self.path)
+            .is_ok_and(|t| t.trim().parse::<u32>() == Ok(self.pid));
+        if !ours && let Err(e) = write_atomically(&self.path, self.pid) {
+            tracing::warn!("cannot write pid file {}: {e}", self.path.display());
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -77,6 +71,29 @@ impl PidFile {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// Writes `pid` to a temporary file next to `path` and renames it over `path`.
+fn write_atomically(path: &Path, pid: u32) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{pid}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "{pid}")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 #[cfg(test)]
@@ -105,6 +122,21 @@ mod tests {
             std::fs::write(&p, stale).unwrap();
             PidFile::create(&p, None).unwrap().remove();
         }
+    }
+
+    #[test]
+    fn reclaimed_after_a_dead_successor_wrote_its_own() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("app.pid");
+        let f = PidFile::create(&p, None).unwrap();
+        std::fs::write(&p, "12345\n").unwrap();
+        f.reclaim();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        f.remove();
+        assert!(!p.exists());
     }
 
     #[test]
