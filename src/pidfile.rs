@@ -101,14 +101,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn writes_and_removes() {
+    fn writes_reclaims_and_removes() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("app.pid");
         let f = PidFile::create(&p, None).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&p).unwrap(),
-            format!("{}\n", std::process::id())
-        );
+        let ours = format!("{}\n", std::process::id());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), ours);
+        // A successor (USR2) wrote its pid, then died: the file names us again.
+        std::fs::write(&p, "12345\n").unwrap();
+        f.reclaim();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), ours);
         f.remove();
         assert!(!p.exists());
     }
@@ -122,21 +124,6 @@ mod tests {
             std::fs::write(&p, stale).unwrap();
             PidFile::create(&p, None).unwrap().remove();
         }
-    }
-
-    #[test]
-    fn reclaimed_after_a_dead_successor_wrote_its_own() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("app.pid");
-        let f = PidFile::create(&p, None).unwrap();
-        std::fs::write(&p, "12345\n").unwrap();
-        f.reclaim();
-        assert_eq!(
-            std::fs::read_to_string(&p).unwrap(),
-            format!("{}\n", std::process::id())
-        );
-        f.remove();
-        assert!(!p.exists());
     }
 
     #[test]

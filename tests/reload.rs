@@ -137,11 +137,12 @@ fn a_worker_replaced_during_a_failed_reload_does_not_hold_its_new_listener() {
     refused(new).unwrap_or_else(|e| panic!("{e}\n{}", s.report()));
 }
 
-/// Two directories with an `app` module each, and a config file in the parent.
+/// Two directories with an `app` module each; a config file and a socket in the parent.
 struct Dirs {
     a: std::path::PathBuf,
     b: std::path::PathBuf,
     cfg: std::path::PathBuf,
+    sock: std::path::PathBuf,
 }
 
 fn two_codebases(root: &Path) -> Dirs {
@@ -154,6 +155,7 @@ fn two_codebases(root: &Path) -> Dirs {
         a,
         b,
         cfg: root.join("app.toml"),
+        sock: root.join("s.sock"),
     }
 }
 
@@ -174,6 +176,26 @@ fn replacement_serves(s: &Server, addr: &Addr) -> String {
     text
 }
 
+/// Starts with config `first` in `cwd`, reloads with `refused` (which must be refused), and
+/// checks that a worker replaced afterwards still serves the first code.
+fn refused_reload_keeps_the_code(
+    bld: common::server::ServerBuilder,
+    d: &Dirs,
+    cwd: &Path,
+    first: String,
+    refused: String,
+) {
+    std::fs::write(&d.cfg, first).unwrap();
+    let s = bld.args(["-c", d.cfg.to_str().unwrap()]).cwd(cwd).spawn();
+    s.wait_ready(T);
+    let addr = Addr::Unix(d.sock.clone());
+    assert_eq!(get_text(&addr, "/"), "code a");
+    std::fs::write(&d.cfg, refused).unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_for_stderr("Reload failed", T);
+    assert_eq!(replacement_serves(&s, &addr), "code a", "{}", s.report());
+}
+
 /// Item 16: a reload refused after it entered the new `--chdir` (here: one of its binds cannot
 /// be opened) goes back to the old directory. Before the fix the master stayed in the new one,
 /// and the next replacement worker imported the refused code from there.
@@ -182,35 +204,15 @@ fn a_reload_refused_at_a_bind_leaves_the_working_directory_as_it_was() {
     let bld = ferricorn();
     let root = bld.tmp_path().to_path_buf();
     let d = two_codebases(&root);
-    let sock = root.join("s.sock");
     let not_a_socket = root.join("regular-file");
     std::fs::write(&not_a_socket, "x").unwrap();
-    std::fs::write(
-        &d.cfg,
-        format!(
-            "app = \"app:app\"\nchdir = \"{}\"\nbind = [\"unix:{}\"]\n",
-            d.a.display(),
-            sock.display()
-        ),
-    )
-    .unwrap();
-    let s = bld.args(["-c", d.cfg.to_str().unwrap()]).cwd(&root).spawn();
-    s.wait_ready(T);
-    let addr = Addr::Unix(sock.clone());
-    assert_eq!(get_text(&addr, "/"), "code a");
-    std::fs::write(
-        &d.cfg,
-        format!(
-            "app = \"app:app\"\nchdir = \"{}\"\nbind = [\"unix:{}\", \"unix:{}\"]\n",
-            d.b.display(),
-            sock.display(),
-            not_a_socket.display()
-        ),
-    )
-    .unwrap();
-    s.signal(libc::SIGHUP);
-    s.wait_for_stderr("Reload failed", T);
-    assert_eq!(replacement_serves(&s, &addr), "code a", "{}", s.report());
+    let (a, b, sock) = (d.a.display(), d.b.display(), d.sock.display());
+    let first = format!("app = \"app:app\"\nchdir = \"{a}\"\nbind = [\"unix:{sock}\"]\n");
+    let refused = format!(
+        "app = \"app:app\"\nchdir = \"{b}\"\nbind = [\"unix:{sock}\", \"unix:{}\"]\n",
+        not_a_socket.display()
+    );
+    refused_reload_keeps_the_code(bld, &d, &root, first, refused);
 }
 
 /// Item 16, when the old configuration had no `--chdir` and the new generation's app fails to
@@ -220,28 +222,12 @@ fn a_reload_whose_app_fails_leaves_the_working_directory_as_it_was() {
     let bld = ferricorn();
     let root = bld.tmp_path().to_path_buf();
     let d = two_codebases(&root);
-    let sock = root.join("s.sock");
-    std::fs::write(
-        &d.cfg,
-        format!("app = \"app:app\"\nbind = [\"unix:{}\"]\n", sock.display()),
-    )
-    .unwrap();
-    let s = bld.args(["-c", d.cfg.to_str().unwrap()]).cwd(&d.a).spawn();
-    s.wait_ready(T);
-    let addr = Addr::Unix(sock.clone());
-    assert_eq!(get_text(&addr, "/"), "code a");
-    std::fs::write(
-        &d.cfg,
-        format!(
-            "app = \"no_such_module:app\"\nchdir = \"{}\"\nbind = [\"unix:{}\"]\n",
-            d.b.display(),
-            sock.display()
-        ),
-    )
-    .unwrap();
-    s.signal(libc::SIGHUP);
-    s.wait_for_stderr("Reload failed", T);
-    assert_eq!(replacement_serves(&s, &addr), "code a", "{}", s.report());
+    let (b, sock) = (d.b.display(), d.sock.display());
+    let first = format!("app = \"app:app\"\nbind = [\"unix:{sock}\"]\n");
+    let refused =
+        format!("app = \"no_such_module:app\"\nchdir = \"{b}\"\nbind = [\"unix:{sock}\"]\n");
+    let start_in = d.a.clone();
+    refused_reload_keeps_the_code(bld, &d, &start_in, first, refused);
 }
 
 /// The `-e` environment follows the generation: a reload's workers get the new values (and lose
