@@ -13,13 +13,13 @@
 //! | module | concern |
 //! |---|---|
 //! | this one | starting the master: identity, pid file, listeners, signals, then the loop |
-//! | [`arbiter`] | the loop, one `handle_<signal>` per signal, the lifecycle |
-//! | [`workers`] | the worker table (by pid, one state each) and the one worker fork |
-//! | [`generation`] | what the workers of one configuration are given |
-//! | [`reload`] | HUP as a transaction: commit, or roll back every change |
-//! | [`upgrade`] | USR2: fork + exec of a successor master on the same sockets |
-//! | [`announce`] | sd_notify: ready, reloading, stopping, status, watchdog |
-//! | [`listeners`] | which sockets the master opens, at start and on reload |
+//! | `arbiter` | the loop, one `handle_<signal>` per signal, the lifecycle |
+//! | `workers` | the worker table (by pid, one state each) and the one worker fork |
+//! | `generation` | what the workers of one configuration are given |
+//! | `reload` | HUP as a transaction: commit, or roll back every change |
+//! | `upgrade` | USR2: fork + exec of a successor master on the same sockets |
+//! | `announce` | sd_notify: ready, reloading, stopping, status, watchdog |
+//! | `listeners` | which sockets the master opens, at start and on reload |
 
 mod announce;
 mod arbiter;
