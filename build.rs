@@ -20,7 +20,20 @@ fn main() {
         "cargo:rustc-env=FERRICORN_PYTHON_LIBDIR={}",
         cfg.lib_dir().unwrap_or_default()
     );
+    // Integration tests that switch user or group need root; built as another user they are
+    // marked ignored (with the reason) instead of passing without testing anything.
+    println!("cargo::rustc-check-cfg=cfg(ferricorn_tests_as_root)");
+    if effective_uid() == Some(0) {
+        println!("cargo:rustc-cfg=ferricorn_tests_as_root");
+    }
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo:rerun-if-env-changed=PYO3_BUILD_EXTENSION_MODULE");
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// The effective uid of the build, from /proc/self/status (`Uid: real effective saved fs`).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
 }

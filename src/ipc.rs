@@ -8,6 +8,7 @@
 //! Frame: `pid: u32 LE | kind: u8 | len: u16 LE | payload[len]`.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
@@ -105,6 +106,9 @@ impl Sender {
 
     /// [`Sender::send`] on a raw descriptor (for tasks that cannot borrow the sender).
     pub fn send_on(fd: RawFd, msg: &Msg) {
+        if *msg == Msg::Booted {
+            BOOTED_SENT.store(true, Ordering::Relaxed);
+        }
         let frame = msg.encode(std::process::id());
         // SAFETY: writing a byte buffer to an open descriptor; a closed one only fails.
         let _ = unsafe { libc::write(fd, frame.as_ptr().cast(), frame.len()) };
@@ -113,6 +117,15 @@ impl Sender {
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+}
+
+/// Set in a worker once it has reported `Booted`.
+static BOOTED_SENT: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process (a worker) has told the master it serves: a failure before that is a
+/// boot failure.
+pub fn booted_sent() -> bool {
+    BOOTED_SENT.load(Ordering::Relaxed)
 }
 
 /// The master's end.

@@ -6,6 +6,7 @@
 //! `ferricorn` binary (which embeds CPython) and as the wheel's extension module
 //! (`extension`), run by the user's interpreter.
 
+pub mod alloc;
 pub mod checks;
 pub mod cli;
 pub mod coalesce;
@@ -29,13 +30,6 @@ pub mod units;
 pub mod usage;
 pub mod worker;
 pub mod wsgi;
-
-// Rust-side allocations on the request path (hyper's buffers, header maps, response chunks)
-// go through mimalloc: fewer instructions per malloc/free than glibc's allocator. Python
-// objects keep CPython's own allocator. Declared in the library so that the binary and the
-// wheel's extension module both use it.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The version string shown by `--version`, in `SERVER_SOFTWARE` and in the logs.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

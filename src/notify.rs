@@ -7,6 +7,7 @@
 //! abstract socket.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
@@ -44,6 +45,11 @@ impl Notifier {
             addr,
             sock,
         })
+    }
+
+    /// The socket's descriptor (workers close it: they never speak for the master).
+    pub fn raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
     }
 
     /// Sends the states in one datagram (so `RELOADING=1` and `MONOTONIC_USEC=` arrive together).

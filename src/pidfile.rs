@@ -28,6 +28,8 @@ impl PidFile {
     /// (USR2), whose pid may still be in the file.
     pub fn create(path: &Path, predecessor: Option<u32>) -> Result<PidFile, String> {
         let pid = std::process::id();
+        // Absolute: a reload may move the master to another working directory.
+        let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         if let Ok(text) = std::fs::read_to_string(path)
             && let Ok(old) = text.trim().parse::<u32>()
             && old != pid
@@ -39,30 +41,22 @@ impl PidFile {
                 path.display()
             ));
         }
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.{pid}.tmp",
-            path.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        ));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            writeln!(f, "{pid}")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("cannot write pid file {}: {e}", path.display())
-        })?;
+        write_atomically(path, pid)
+            .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
         Ok(PidFile {
             path: path.to_path_buf(),
             pid,
         })
+    }
+
+    /// Writes our pid again if the file names another process: a successor (USR2) that wrote
+    /// its own and died, while this master still serves.
+    pub fn reclaim(&self) {
+        let ours = std::fs::read_to_string(&self.path)
+            .is_ok_and(|t| t.trim().parse::<u32>() == Ok(self.pid));
+        if !ours && let Err(e) = write_atomically(&self.path, self.pid) {
+            tracing::warn!("cannot write pid file {}: {e}", self.path.display());
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -79,19 +73,44 @@ impl PidFile {
     }
 }
 
+/// Writes `pid` to a temporary file next to `path` and renames it over `path`.
+fn write_atomically(path: &Path, pid: u32) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{pid}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "{pid}")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn writes_and_removes() {
+    fn writes_reclaims_and_removes() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("app.pid");
         let f = PidFile::create(&p, None).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&p).unwrap(),
-            format!("{}\n", std::process::id())
-        );
+        let ours = format!("{}\n", std::process::id());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), ours);
+        // A successor (USR2) wrote its pid, then died: the file names us again.
+        std::fs::write(&p, "12345\n").unwrap();
+        f.reclaim();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), ours);
         f.remove();
         assert!(!p.exists());
     }

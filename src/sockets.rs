@@ -214,7 +214,17 @@ impl Listener {
 pub fn bind_all(binds: &[BindAddr], backlog: i32) -> Result<Vec<Listener>, String> {
     let mut out: Vec<Listener> = Vec::new();
     for b in binds {
-        match open(b, backlog) {
+        let taken = match b {
+            BindAddr::Fd(fd) => out.iter().any(|l| l.raw_fd() == *fd),
+            _ => false,
+        };
+        let opened = if taken {
+            // Owning one descriptor twice would close it twice.
+            Err(format!("{b} is already one of the listeners"))
+        } else {
+            open(b, backlog)
+        };
+        match opened {
             Ok(l) => out.push(l),
             Err(e) => {
                 for l in out {
@@ -312,18 +322,15 @@ fn open_unix(b: &BindAddr, path: &Path, backlog: i32) -> Result<Listener, String
 /// Takes over an already-open socket (`fd://N`). It must be a stream socket; one that is bound
 /// but not yet listening is put into listening state, one that already listens is left as is.
 fn adopt_fd(b: &BindAddr, fd: RawFd, backlog: i32) -> Result<Listener, String> {
-    if nix::fcntl::fcntl(
-        unsafe { BorrowedFd::borrow_raw(fd) },
-        nix::fcntl::FcntlArg::F_GETFD,
-    )
-    .is_err()
-    {
+    if !is_open(fd) {
         return Err(format!("{b}: file descriptor {fd} is not open"));
     }
-    // SAFETY: the descriptor is open (checked above); it is only borrowed until it is accepted.
+    // SAFETY: the descriptor is open (checked above) and nothing closes it before the
+    // `OwnedFd` below takes it over; it is only borrowed until then.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
     let local = inspect(borrowed).map_err(|e| format!("{b}: {e}"))?;
-    // SAFETY: the user handed this descriptor to ferricorn (`fd://N`) to own from now on.
+    // SAFETY: the user handed this descriptor to ferricorn (`fd://N`) to own from now on, and
+    // nothing else in the process owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let listening = socket::getsockopt(&owned, sockopt::AcceptConn).unwrap_or(false);
     if !listening {
@@ -339,6 +346,13 @@ fn adopt_fd(b: &BindAddr, fd: RawFd, backlog: i32) -> Result<Listener, String> {
         inherited: true,
         name: None,
     })
+}
+
+/// Whether `fd` is an open descriptor of this process. Asked with the raw number: a
+/// `BorrowedFd` may only be made for a descriptor that is open, which is the question.
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD on any number only reads the descriptor table (EBADF if not open).
+    fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1
 }
 
 /// `LISTEN_FDNAMES` entry marking a socket a ferricorn master bound itself, when it hands its
@@ -362,7 +376,13 @@ pub fn from_systemd(binds: &[BindAddr]) -> Result<Vec<Listener>, String> {
     }
     let mut out = Vec::new();
     for (fd, name) in fds {
-        // SAFETY: systemd passed these descriptors to this process (LISTEN_PID checked).
+        if !is_open(fd) {
+            return Err(format!(
+                "socket activation: descriptor {fd} ('{name}') is not open"
+            ));
+        }
+        // SAFETY: open (checked above), passed to this process by systemd (LISTEN_PID is
+        // ours), and taken over by the `OwnedFd` below before anything could close it.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         let local = inspect(borrowed).map_err(|e| format!("socket activation: {e}"))?;
         let listening = socket::getsockopt(&borrowed, sockopt::AcceptConn).unwrap_or(false);
@@ -377,7 +397,8 @@ pub fn from_systemd(binds: &[BindAddr]) -> Result<Vec<Listener>, String> {
                 format!("socket activation: descriptor {fd} ('{name}') is not listening")
             });
         }
-        // SAFETY: as above; from now on this listener owns the descriptor.
+        // SAFETY: as above; from now on this listener owns the descriptor (nothing else in the
+        // process does: systemd's descriptors are handed to no other code).
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         let mut l = Listener {
             fd: owned,
@@ -549,6 +570,15 @@ mod tests {
         let e = bind_all(std::slice::from_ref(&b), 16).unwrap_err();
         assert!(e.contains("is not a socket"), "{e}");
         assert!(path.exists());
+    }
+
+    #[test]
+    fn an_fd_is_owned_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(listener);
+        // bind_all closes the first (it owns it) and refuses to own it a second time.
+        let e = bind_all(&[BindAddr::Fd(fd), BindAddr::Fd(fd)], 16).unwrap_err();
+        assert!(e.contains("already one of the listeners"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`EXIT_APP_LOAD`] after logging the traceback and telling the master why.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -28,21 +29,29 @@ use crate::wsgi::WsgiApp;
 
 pub use crate::exit::{EXIT_APP_LOAD, EXIT_BOOT_ERROR};
 
+/// Exit code of a worker that panicked after it booted (as a Rust program whose `main` panics).
+pub const EXIT_PANIC: i32 = 101;
+
 /// What a freshly forked worker is given.
 pub struct Spawn<'a> {
     pub cfg: &'a Config,
     pub listeners: &'a [&'a Listener],
     pub ipc: &'a ipc::Sender,
-    /// Descriptors of the master the worker must not keep (its signalfd, the pipe's read end).
+    /// Descriptors of the master the worker must not keep: its signalfd, the pipe's read end,
+    /// the notification socket, and every listener this worker does not serve.
     pub close_fds: Vec<RawFd>,
     pub argv: &'a [String],
     pub master_pid: i32,
     /// `--user`/`--group` to switch to before anything else runs.
     pub identity: Option<&'a Identity>,
+    /// Its generation's working directory (where the app is imported from).
+    pub cwd: &'a Path,
+    /// Its generation's `-e` changes to the environment inherited from the master.
+    pub env: &'a [(String, Option<String>)],
 }
 
-/// Runs in the child right after `fork()`; never returns.
-pub fn run(s: Spawn<'_>) -> ! {
+/// Runs in the child right after `fork()`; returns the worker's exit code (or exits itself).
+pub fn run(s: Spawn<'_>) -> i32 {
     // The master blocks its signals (it reads them from a signalfd); a worker handles its own.
     let _ = nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
@@ -52,13 +61,21 @@ pub fn run(s: Spawn<'_>) -> ! {
     for fd in &s.close_fds {
         let _ = nix::unistd::close(*fd);
     }
-    // Die with the master: a worker must never outlive it (no orphans after SIGKILL).
-    // SAFETY: prctl with constant arguments.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+    if let Err(e) = std::env::set_current_dir(s.cwd) {
+        let msg = format!("--chdir {}: {e}", s.cwd.display());
+        tracing::error!("{msg}");
+        s.ipc.send(&Msg::BootFailed(msg));
+        return EXIT_BOOT_ERROR;
     }
-    if nix::unistd::getppid().as_raw() != s.master_pid {
-        exit(0);
+    for (k, v) in s.env {
+        // SAFETY: a freshly forked worker has one thread; nothing reads the environment
+        // concurrently.
+        unsafe {
+            match v {
+                Some(v) => std::env::set_var(k, v),
+                None => std::env::remove_var(k),
+            }
+        }
     }
     crate::proctitle::set(&format!("ferricorn: worker [{}]", s.cfg.proc_name()));
     if let Some(id) = s.identity
@@ -67,10 +84,55 @@ pub fn run(s: Spawn<'_>) -> ! {
         let msg = format!("cannot switch to user {}: {e}", id.user);
         tracing::error!("{msg}");
         s.ipc.send(&Msg::BootFailed(msg));
-        exit(EXIT_BOOT_ERROR);
+        return EXIT_BOOT_ERROR;
     }
-    let code = boot_and_serve(&s);
-    exit(code)
+    // Die with the master: a worker must never outlive it (no orphans after SIGKILL). Set after
+    // the identity switch, which clears it (prctl(2)); then a master that died before it was
+    // set is caught by the parent check.
+    // SAFETY: prctl with constant arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+    }
+    if nix::unistd::getppid().as_raw() != s.master_pid {
+        return 0;
+    }
+    // A panic ends this worker only: it is caught here, never unwound into the master's frames
+    // that `fork()` copied below this one.
+    std::panic::set_hook(Box::new(log_panic));
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| boot_and_serve(&s))) {
+        Ok(code) => code,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            if ipc::booted_sent() {
+                EXIT_PANIC
+            } else {
+                s.ipc
+                    .send(&Msg::BootFailed(format!("the worker panicked: {what}")));
+                EXIT_BOOT_ERROR
+            }
+        }
+    }
+}
+
+/// A worker's panic goes to the error log (with a backtrace when `RUST_BACKTRACE` asks for one).
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let pid = std::process::id();
+    let at = info
+        .location()
+        .map(|l| format!(" at {}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    let what = info.payload_as_str().unwrap_or("a panic");
+    let backtrace = std::backtrace::Backtrace::capture();
+    match backtrace.status() {
+        std::backtrace::BacktraceStatus::Captured => {
+            tracing::error!("Worker (pid:{pid}) panicked{at}: {what}\n{backtrace}")
+        }
+        _ => tracing::error!("Worker (pid:{pid}) panicked{at}: {what}"),
+    }
 }
 
 fn exit(code: i32) -> ! {
@@ -79,6 +141,9 @@ fn exit(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+// Kept out of `run` (whose panic handling would otherwise absorb it): inlined there, it left
+// tokio's task loop un-inlined and cost ~75 instructions per request (callgrind).
+#[inline(never)]
 fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     let cfg = s.cfg;
     if let Err(e) = crate::python::setup_worker(cfg) {
@@ -158,21 +223,22 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     code
 }
 
-/// On SIGABRT (sent by the master when the worker timed out) Python prints every thread's
-/// stack to the error log before the master's SIGKILL, so a hang can be diagnosed.
+/// Python's faulthandler for the fatal signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT):
+/// every thread's Python stack goes to the error log before the worker dies, whether the app
+/// crashed or the master sent SIGABRT because the worker timed out.
 fn install_faulthandler() {
     let fd = crate::logging::error_sink().raw_fd();
-    let _ = Python::attach(|py| -> pyo3::PyResult<()> {
-        let fh = py.import("faulthandler")?;
-        let signal = py.import("signal")?;
-        let abrt = signal.getattr("SIGABRT")?;
+    let installed = Python::attach(|py| -> pyo3::PyResult<()> {
         let kwargs = pyo3::types::PyDict::new(py);
         kwargs.set_item("file", fd)?;
         kwargs.set_item("all_threads", true)?;
-        kwargs.set_item("chain", false)?;
-        fh.call_method("register", (abrt,), Some(&kwargs))?;
+        py.import("faulthandler")?
+            .call_method("enable", (), Some(&kwargs))?;
         Ok(())
     });
+    if let Err(e) = installed {
+        tracing::warn!("cannot enable Python's faulthandler: {e}");
+    }
 }
 
 /// Runs `atexit` handlers and flushes Python's streams before a graceful exit.

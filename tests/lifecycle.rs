@@ -742,6 +742,8 @@ fn daemon_detaches_in_a_plain_shell() {
         .trim()
         .parse()
         .unwrap();
+    // The pid file is written before the socket is bound: wait for the socket.
+    assert!(wait_until(T, || get(&unix(&sock), "/").is_ok()));
     assert_eq!(get_ok(&unix(&sock), "/"), "Hello, World!");
     unsafe { libc::kill(pid, libc::SIGTERM) };
     assert!(wait_until(T, || !pid_alive(pid)));

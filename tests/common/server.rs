@@ -46,6 +46,8 @@ pub struct ServerBuilder {
     /// Environment changes, applied in order after the defaults.
     env_ops: Vec<EnvOp>,
     cwd: Option<PathBuf>,
+    /// `RLIMIT_AS` (bytes) for the spawned process, as `ulimit -v` sets it.
+    address_space: Option<u64>,
     tmp: tempfile::TempDir,
 }
 
@@ -66,6 +68,7 @@ pub fn program(path: impl Into<PathBuf>) -> ServerBuilder {
         args: Vec::new(),
         env_ops: Vec::new(),
         cwd: None,
+        address_space: None,
         tmp: tempfile::Builder::new()
             .prefix("ferricorn-test-")
             .tempdir()
@@ -104,6 +107,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Limits the process's address space (`RLIMIT_AS`, what `ulimit -v` sets) to `bytes`;
+    /// inherited by the workers.
+    pub fn address_space_limit(mut self, bytes: u64) -> Self {
+        self.address_space = Some(bytes);
+        self
+    }
+
     /// A temporary directory owned by the server (deleted when the [`Server`]
     /// is dropped): a place for sockets, pid files, configs written before spawn.
     pub fn tmp_path(&self) -> &Path {
@@ -138,6 +148,22 @@ impl ServerBuilder {
         }
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);
+        }
+        if let Some(bytes) = self.address_space {
+            let lim = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            // SAFETY: setrlimit is async-signal-safe and `lim` is a plain value copied into
+            // the closure.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd.spawn().unwrap_or_else(|e| {
             panic!(
@@ -654,6 +680,18 @@ pub fn proc_cmdline(pid: i32) -> String {
         }
         Err(_) => String::new(),
     }
+}
+
+/// A `kB` field of /proc/PID/status (`VmSize`, `VmRSS`, ...), in KiB.
+pub fn proc_status_kib(pid: i32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The program name of a process (/proc/PID/comm), if it exists.

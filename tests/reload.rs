@@ -1,0 +1,280 @@
+//! HUP reloads (issue 11, items 15 and 16): what a reload opens, closes and changes reaches
+//! exactly the workers it is meant for, and a refused reload leaves nothing of itself behind.
+//!
+//! What changes on a reload must come from the config file: flags stay as they were given.
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use common::client::{Addr, get};
+use common::server::{Server, examples_dir, ferricorn, wait_until};
+
+const T: Duration = Duration::from_secs(30);
+
+fn get_text(addr: &Addr, target: &str) -> String {
+    let r = get(addr, target).unwrap_or_else(|e| panic!("GET {target} on {addr:?}: {e}"));
+    assert_eq!(r.status, 200, "GET {target}: {}", r.text());
+    r.text()
+}
+
+fn tcp(addr: &Addr) -> SocketAddr {
+    match addr {
+        Addr::Tcp(a) => *a,
+        other => panic!("not a TCP listener: {other:?}"),
+    }
+}
+
+/// Whether a TCP connection to `addr` is refused (rather than accepted into a backlog that
+/// nobody serves, where the client would hang).
+fn refused(addr: SocketAddr) -> Result<(), String> {
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+        Err(e) => Err(format!("connect to {addr}: {e} (expected: refused)")),
+        Ok(_) => Err(format!(
+            "{addr} still accepts connections: some process holds the listener"
+        )),
+    }
+}
+
+fn write_app(dir: &Path, module: &str, body: &str) {
+    std::fs::write(
+        dir.join(format!("{module}.py")),
+        format!(
+            "def app(environ, start_response):\n    body = b'{body}'\n    \
+             start_response('200 OK', [('Content-Type', 'text/plain'), \
+             ('Content-Length', str(len(body)))])\n    return [body]\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Waits until the master has exactly `n` workers.
+fn wait_workers(s: &Server, n: usize) {
+    assert!(
+        wait_until(T, || s.children().len() == n),
+        "expected {n} workers, have {:?}\n{}",
+        s.children(),
+        s.report()
+    );
+}
+
+/// Item 15: a TCP bind that a reload removes stops accepting. Before the fix every new worker
+/// inherited the removed listener and never served it: the port kept accepting and every
+/// connection to it hung.
+#[test]
+fn a_tcp_bind_removed_by_hup_refuses_connections() {
+    let b = ferricorn();
+    let cfg = b.tmp_path().join("app.toml");
+    std::fs::write(
+        &cfg,
+        "app = \"hello:app\"\nbind = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n",
+    )
+    .unwrap();
+    let s = b
+        .args(["-c", cfg.to_str().unwrap(), "-w", "2"])
+        .cwd(examples_dir())
+        .spawn();
+    s.wait_ready(T);
+    let addrs = s.addrs();
+    assert_eq!(addrs.len(), 2, "{}", s.report());
+    let (kept, removed) = (tcp(&addrs[0]), tcp(&addrs[1]));
+    std::fs::write(&cfg, format!("app = \"hello:app\"\nbind = [\"{kept}\"]\n")).unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_for_stderr("Reload complete", T);
+    s.wait_for_stderr(&format!("Closing listener http://{removed}"), T);
+    // The old generation drains and exits; then only the new one runs.
+    wait_workers(&s, 2);
+    assert_eq!(get_text(&addrs[0], "/"), "Hello, World!");
+    refused(removed).unwrap_or_else(|e| panic!("{e}\n{}", s.report()));
+}
+
+/// Item 15: a worker of the old generation that is replaced while a reload is under way (here
+/// SIGKILLed while the new generation imports its app) serves only the old generation's
+/// listeners. Before the fix it inherited the listener the reload had just opened, kept it
+/// after the reload failed and the master closed it, and the port accepted connections that
+/// hung.
+#[test]
+fn a_worker_replaced_during_a_failed_reload_does_not_hold_its_new_listener() {
+    let b = ferricorn();
+    let dir = b.tmp_path().to_path_buf();
+    write_app(&dir, "good", "good");
+    std::fs::write(
+        dir.join("slowfail.py"),
+        "import time\ntime.sleep(3)\nraise RuntimeError('this reload is refused')\n",
+    )
+    .unwrap();
+    let cfg = dir.join("app.toml");
+    std::fs::write(&cfg, "app = \"good:app\"\nbind = [\"127.0.0.1:0\"]\n").unwrap();
+    let s = b.args(["-c", cfg.to_str().unwrap()]).cwd(&dir).spawn();
+    s.wait_ready(T);
+    let old = s.addr();
+    let worker = s.children()[0];
+    std::fs::write(
+        &cfg,
+        format!(
+            "app = \"slowfail:app\"\nbind = [\"{}\", \"127.0.0.1:0\"]\n",
+            tcp(&old)
+        ),
+    )
+    .unwrap();
+    s.signal(libc::SIGHUP);
+    assert!(
+        wait_until(T, || s.addrs().len() == 2),
+        "the reload opened no listener\n{}",
+        s.report()
+    );
+    let new = tcp(&s.addrs()[1]);
+    // The old generation's worker dies while the new one imports: the master replaces it.
+    unsafe { libc::kill(worker, libc::SIGKILL) };
+    s.wait_for_stderr_count("Booting worker with pid", 3, T);
+    s.wait_for_stderr("Reload failed", T);
+    wait_workers(&s, 1);
+    assert_ne!(s.children()[0], worker);
+    assert_eq!(get_text(&old, "/"), "good");
+    refused(new).unwrap_or_else(|e| panic!("{e}\n{}", s.report()));
+}
+
+/// Two directories with an `app` module each; a config file and a socket in the parent.
+struct Dirs {
+    a: std::path::PathBuf,
+    b: std::path::PathBuf,
+    cfg: std::path::PathBuf,
+    sock: std::path::PathBuf,
+}
+
+fn two_codebases(root: &Path) -> Dirs {
+    let (a, b) = (root.join("a"), root.join("b"));
+    for (d, body) in [(&a, "code a"), (&b, "code b")] {
+        std::fs::create_dir(d).unwrap();
+        write_app(d, "app", body);
+    }
+    Dirs {
+        a,
+        b,
+        cfg: root.join("app.toml"),
+        sock: root.join("s.sock"),
+    }
+}
+
+/// SIGKILLs the worker and returns what its replacement serves.
+fn replacement_serves(s: &Server, addr: &Addr) -> String {
+    let worker = s.children()[0];
+    unsafe { libc::kill(worker, libc::SIGKILL) };
+    assert!(
+        wait_until(T, || s.children().first().is_some_and(|p| *p != worker)),
+        "the worker was not replaced\n{}",
+        s.report()
+    );
+    let mut text = String::new();
+    wait_until(T, || {
+        text = get(addr, "/").map(|r| r.text()).unwrap_or_default();
+        !text.is_empty()
+    });
+    text
+}
+
+/// Starts with config `first` in `cwd`, reloads with `refused` (which must be refused), and
+/// checks that a worker replaced afterwards still serves the first code.
+fn refused_reload_keeps_the_code(
+    bld: common::server::ServerBuilder,
+    d: &Dirs,
+    cwd: &Path,
+    first: String,
+    refused: String,
+) {
+    std::fs::write(&d.cfg, first).unwrap();
+    let s = bld.args(["-c", d.cfg.to_str().unwrap()]).cwd(cwd).spawn();
+    s.wait_ready(T);
+    let addr = Addr::Unix(d.sock.clone());
+    assert_eq!(get_text(&addr, "/"), "code a");
+    std::fs::write(&d.cfg, refused).unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_for_stderr("Reload failed", T);
+    assert_eq!(replacement_serves(&s, &addr), "code a", "{}", s.report());
+}
+
+/// Item 16: a reload refused after it entered the new `--chdir` (here: one of its binds cannot
+/// be opened) goes back to the old directory. Before the fix the master stayed in the new one,
+/// and the next replacement worker imported the refused code from there.
+#[test]
+fn a_reload_refused_at_a_bind_leaves_the_working_directory_as_it_was() {
+    let bld = ferricorn();
+    let root = bld.tmp_path().to_path_buf();
+    let d = two_codebases(&root);
+    let not_a_socket = root.join("regular-file");
+    std::fs::write(&not_a_socket, "x").unwrap();
+    let (a, b, sock) = (d.a.display(), d.b.display(), d.sock.display());
+    let first = format!("app = \"app:app\"\nchdir = \"{a}\"\nbind = [\"unix:{sock}\"]\n");
+    let refused = format!(
+        "app = \"app:app\"\nchdir = \"{b}\"\nbind = [\"unix:{sock}\", \"unix:{}\"]\n",
+        not_a_socket.display()
+    );
+    refused_reload_keeps_the_code(bld, &d, &root, first, refused);
+}
+
+/// Item 16, when the old configuration had no `--chdir` and the new generation's app fails to
+/// load: the master returns to the directory it was started in.
+#[test]
+fn a_reload_whose_app_fails_leaves_the_working_directory_as_it_was() {
+    let bld = ferricorn();
+    let root = bld.tmp_path().to_path_buf();
+    let d = two_codebases(&root);
+    let (b, sock) = (d.b.display(), d.sock.display());
+    let first = format!("app = \"app:app\"\nbind = [\"unix:{sock}\"]\n");
+    let refused =
+        format!("app = \"no_such_module:app\"\nchdir = \"{b}\"\nbind = [\"unix:{sock}\"]\n");
+    let start_in = d.a.clone();
+    refused_reload_keeps_the_code(bld, &d, &start_in, first, refused);
+}
+
+/// The `-e` environment follows the generation: a reload's workers get the new values (and lose
+/// the ones it no longer sets); a refused reload's values reach no worker, not even one
+/// replaced afterwards.
+#[test]
+fn each_generation_gets_its_own_environment() {
+    let bld = ferricorn();
+    let dir = bld.tmp_path().to_path_buf();
+    std::fs::write(
+        dir.join("envapp.py"),
+        "import os\n\ndef app(environ, start_response):\n    \
+         body = ('colour=%s size=%s' % (os.environ.get('APP_COLOUR'), \
+         os.environ.get('APP_SIZE'))).encode()\n    \
+         start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n",
+    )
+    .unwrap();
+    let sock = dir.join("s.sock");
+    let cfg = dir.join("app.toml");
+    let write_cfg = |app: &str, env: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "app = \"{app}\"\nenv = [{env}]\nbind = [\"unix:{}\"]\n",
+                sock.display()
+            ),
+        )
+        .unwrap()
+    };
+    write_cfg("envapp:app", "\"APP_COLOUR=red\", \"APP_SIZE=2\"");
+    let s = bld.args(["-c", cfg.to_str().unwrap()]).cwd(&dir).spawn();
+    s.wait_ready(T);
+    let addr = Addr::Unix(sock.clone());
+    assert_eq!(get_text(&addr, "/"), "colour=red size=2");
+    write_cfg("envapp:app", "\"APP_COLOUR=blue\"");
+    s.signal(libc::SIGHUP);
+    s.wait_for_stderr("Reload complete", T);
+    wait_workers(&s, 1);
+    assert_eq!(get_text(&addr, "/"), "colour=blue size=None");
+    write_cfg("no_such_module:app", "\"APP_COLOUR=green\"");
+    s.signal(libc::SIGHUP);
+    s.wait_for_stderr("Reload failed", T);
+    wait_workers(&s, 1);
+    assert_eq!(
+        replacement_serves(&s, &addr),
+        "colour=blue size=None",
+        "{}",
+        s.report()
+    );
+}
