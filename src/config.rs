@@ -18,6 +18,13 @@ use crate::sockets::BindAddr;
 pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
     r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
 
+/// `--limit-request-body` default, 100 MiB (stream `http`). Bodies are streamed to the app, so
+/// the server itself holds at most a few chunks per connection whatever this is; the limit
+/// bounds what an app that reads a whole body into memory (`wsgi.input.read()`, most form
+/// parsers) can be made to hold: one such request on a 512 MiB machine is survivable, a 1 GiB
+/// one is not.
+pub const DEFAULT_LIMIT_REQUEST_BODY: u64 = 100 * 1024 * 1024;
+
 /// The file read when `-c` is not given, if it exists in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "ferricorn.toml";
 
@@ -223,6 +230,32 @@ pub struct Layer {
     )]
     pub limit_request_field_size: Option<u32>,
 
+    // ---- stream `http`: request-path settings (the lead ports this block) ----
+    /// Maximum size of a request body in bytes (413 beyond, checked against Content-Length
+    /// before reading and while a chunked body arrives); 0 means unlimited. [default: 104857600]
+    #[arg(long = "limit-request-body", value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none", alias = "limit_request_body")]
+    pub limit_request_body: Option<u64>,
+
+    /// Seconds a client has to send a whole request head (408 beyond); separate from
+    /// --keep-alive. [default: 5]
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none", alias = "header_timeout")]
+    pub header_timeout: Option<u64>,
+
+    /// Seconds a client gets to send a request body, plus one more second for every
+    /// --body-min-rate bytes it sends; also the longest silence allowed mid-body (408 beyond).
+    /// [default: 20]
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none", alias = "body_timeout")]
+    pub body_timeout: Option<u64>,
+
+    /// Bytes per second of request body that earn one more second of --body-timeout (Apache
+    /// mod_reqtimeout's MinRate); 0 means no extension. [default: 500]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none", alias = "body_min_rate")]
+    pub body_min_rate: Option<u64>,
+    // ---- end of stream `http` block ----
     /// Process name shown in ps/top: 'ferricorn: master [NAME]'. [default: the app module]
     #[arg(short = 'n', long, value_name = "NAME")]
     #[serde(
@@ -303,6 +336,12 @@ fn defaults() -> Layer {
         limit_request_line: Some(4094),
         limit_request_fields: Some(100),
         limit_request_field_size: Some(8190),
+        // ---- stream `http` ----
+        limit_request_body: Some(DEFAULT_LIMIT_REQUEST_BODY),
+        header_timeout: Some(5),
+        body_timeout: Some(20),
+        body_min_rate: Some(500),
+        // ----
         name: None,
         pid: None,
         user: None,
@@ -326,7 +365,8 @@ impl Layer {
         merge_fields!(hi, lo; app, bind, backlog, workers, threads, timeout, graceful_timeout,
             keep_alive, chdir, pythonpath, virtualenv, env, max_requests, max_requests_jitter,
             access_logfile, access_log_format, error_logfile, log_level, forwarded_allow_ips,
-            limit_request_line, limit_request_fields, limit_request_field_size, name, pid, user,
+            limit_request_line, limit_request_fields, limit_request_field_size,
+            limit_request_body, header_timeout, body_timeout, body_min_rate, name, pid, user,
             group, umask, daemon)
     }
 
@@ -366,6 +406,10 @@ impl Layer {
         range("timeout", self.timeout, 0, 86400 * 365)?;
         range("graceful-timeout", self.graceful_timeout, 0, 86400 * 365)?;
         range("keep-alive", self.keep_alive, 0, 86400)?;
+        // ---- stream `http` ----
+        range("header-timeout", self.header_timeout, 1, 3600)?;
+        range("body-timeout", self.body_timeout, 1, 86400)?;
+        // ----
         if let Some(app) = &self.app {
             crate::python::AppSpec::parse(app).map_err(|e| ("app", e))?;
         }
@@ -428,6 +472,12 @@ pub struct Config {
     pub limit_request_line: u32,
     pub limit_request_fields: u32,
     pub limit_request_field_size: u32,
+    // ---- stream `http` ----
+    pub limit_request_body: u64,
+    pub header_timeout: u64,
+    pub body_timeout: u64,
+    pub body_min_rate: u64,
+    // ----
     pub name: Option<String>,
     pub pid: Option<PathBuf>,
     pub user: Option<String>,
@@ -468,6 +518,12 @@ impl Config {
             limit_request_line: l.limit_request_line.unwrap_or(4094),
             limit_request_fields: l.limit_request_fields.unwrap_or(100),
             limit_request_field_size: l.limit_request_field_size.unwrap_or(8190),
+            // ---- stream `http` ----
+            limit_request_body: l.limit_request_body.unwrap_or(DEFAULT_LIMIT_REQUEST_BODY),
+            header_timeout: l.header_timeout.unwrap_or(5),
+            body_timeout: l.body_timeout.unwrap_or(20),
+            body_min_rate: l.body_min_rate.unwrap_or(500),
+            // ----
             name: l.name,
             pid: l.pid,
             user: l.user,
@@ -509,6 +565,12 @@ impl Config {
             limit_request_line: Some(self.limit_request_line),
             limit_request_fields: Some(self.limit_request_fields),
             limit_request_field_size: Some(self.limit_request_field_size),
+            // ---- stream `http` ----
+            limit_request_body: Some(self.limit_request_body),
+            header_timeout: Some(self.header_timeout),
+            body_timeout: Some(self.body_timeout),
+            body_min_rate: Some(self.body_min_rate),
+            // ----
             name: self.name.clone(),
             pid: self.pid.clone(),
             user: self.user.clone(),

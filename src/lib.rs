@@ -1,8 +1,9 @@
 //! ferricorn: a systemd-native application server for Python WSGI apps.
 //!
 //! Process model (see README "Architecture"): a single-threaded `master` binds the listeners and
-//! forks `worker` processes; each worker runs a tokio + hyper HTTP/1.1 server (`http`) that hands
-//! complete requests to an embedded CPython (`python`, `wsgi`, `pool`).
+//! forks `worker` processes; each worker runs our own HTTP/1.1 layer on tokio (`http`, no Python)
+//! that hands requests through its dispatch seam to an embedded CPython (`python`, `wsgi`,
+//! `pool`).
 
 pub mod cli;
 pub mod coalesce;

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use pyo3::Python;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
+use crate::http::dispatch::{Outcome, Request};
 use crate::ipc::monotonic_ns;
-use crate::wsgi::{Called, Pending, Reply, Request, WsgiApp};
+use crate::wsgi::{Called, Pending, WsgiApp};
 
 /// Work for a Python thread. The permit is released when the job has finished (after
 /// `close()`), so the number of requests in Python never exceeds `--threads`.
@@ -19,13 +20,13 @@ pub enum Job {
     /// Call the app, then consume its result.
     Call {
         req: Request,
-        reply: oneshot::Sender<Reply>,
+        reply: oneshot::Sender<Outcome>,
         permit: OwnedSemaphorePermit,
     },
     /// Consume a result the app already returned (called on the event loop thread).
     Iterate {
         pending: Pending,
-        reply: oneshot::Sender<Reply>,
+        reply: oneshot::Sender<Outcome>,
         permit: OwnedSemaphorePermit,
     },
 }
@@ -107,24 +108,22 @@ impl Pool {
     }
 }
 
+/// Runs a job: the app called if it was not yet, then its result consumed.
 fn run(py: Python<'_>, app: &WsgiApp, job: Job) {
-    match job {
-        Job::Call { req, reply, permit } => {
-            match app.call(py, req) {
-                Called::Done(r) => {
-                    let _ = reply.send(r);
-                }
-                Called::Iterate(p) => app.iterate(py, p, reply),
+    let (pending, reply, permit) = match job {
+        Job::Call { req, reply, permit } => match app.call(py, req) {
+            Called::Done(r) => {
+                let _ = reply.send(r);
+                return;
             }
-            drop(permit);
-        }
+            Called::Iterate(p) => (p, reply, permit),
+        },
         Job::Iterate {
             pending,
             reply,
             permit,
-        } => {
-            app.iterate(py, pending, reply);
-            drop(permit);
-        }
-    }
+        } => (pending, reply, permit),
+    };
+    app.iterate(py, pending, reply);
+    drop(permit);
 }
