@@ -7,9 +7,10 @@
 //! `--header-timeout` for the rest of that head (then `408`). A body is read under the deadline
 //! of [`BodyClock`] (`408` then close).
 //!
-//! Bodies: up to [`BUFFER_BODY`] bytes are read before the app is called (within the worker's
-//! [`Budget`]); the rest, or a body the client will send only after `100 Continue`, is streamed
-//! to the app through a channel of one chunk, so a connection holds at most a few chunks. While
+//! Bodies: one of up to [`BUFFER_BODY`] bytes with a known length is read before the app is
+//! called (within the worker's [`Budget`]), so a slow small upload costs no Python thread; a
+//! larger or chunked one, or one the client sends only after `100 Continue`, is streamed to the
+//! app through a channel of one chunk, so a connection holds at most a few chunks. While
 //! a body streams the connection reads and writes at once (the app may answer as it reads). A
 //! reply that leaves a body unread is followed by a bounded drain, or the connection closes.
 
@@ -121,21 +122,20 @@ where
             Ok(h) => h,
             Err(NoHead::Quiet) => break,
             Err(NoHead::Reject(r)) => {
+                // After any responses still gathered for earlier pipelined requests.
                 reject(&shared, &info, None, &r);
-                out.clear();
-                super::errors::write(r.status, false, &mut out);
-                let _ = io.write_all(&out).await;
+                super::errors::write(r.status, false, rbuf.starts_with(b"HEAD "), &mut out);
                 break;
             }
         };
         first = false;
         let start = std::time::Instant::now();
+        let was_head = head.starts_with(b"HEAD ");
         let head = match parse::parse(head, &shared.limits) {
             Ok(h) => Arc::new(h),
             Err(r) => {
                 reject(&shared, &info, None, &r);
-                super::errors::write(r.status, false, &mut out);
-                let _ = io.write_all(&out).await;
+                super::errors::write(r.status, false, was_head, &mut out);
                 break;
             }
         };
@@ -277,7 +277,7 @@ where
         head.keep_alive && limits.keep_alive.is_some() && !shared.draining.load(Ordering::Relaxed);
     let fail = |status: u16, reason: &'static str, out: &mut Vec<u8>| {
         reject(shared, info, Some(head), &Reject { status, reason });
-        super::errors::write(status, false, out);
+        super::errors::write(status, false, head.method == Method::Head, out);
         (Done::server(status, false), None)
     };
     let trusted = info.peer.trusted_by(&shared.forwarded);
@@ -299,40 +299,33 @@ where
     let mut dec = Decoder::new(head.framing, limits.body);
     let mut clock = BodyClock::new(limits);
     let mut body = Body::Empty;
-    if !dec.is_done() && !head.expect_continue {
-        let want = match head.framing {
-            Framing::Length(n) => (n as usize).min(BUFFER_BODY),
-            _ => BUFFER_BODY,
-        };
-        if let Some(held) = shared.budget.try_take(want) {
-            match prebuffer(io, rbuf, &mut dec, &mut clock, held, want).await {
-                Ok(chunk) => {
-                    body = if dec.is_done() {
-                        Body::Full(chunk)
-                    } else {
-                        Body::Stream(BodyStream {
-                            prefix: Some(chunk),
-                            rx: mpsc::channel(1).1,
-                            want: None,
-                        })
-                    };
-                }
-                Err(e) => {
-                    return match body_status(&e) {
-                        Some(s) => fail(
-                            s,
-                            match &e {
-                                BodyError::Invalid(_, why) => why,
-                                _ => "request body not received in time",
-                            },
-                            out,
-                        ),
-                        None => {
-                            info.set_gone();
-                            (Done::server(CLIENT_CLOSED, false), None)
-                        }
-                    };
-                }
+    // A small body with a known length is read before the app is called; a larger one, a
+    // chunked one, or one behind `Expect: 100-continue` is streamed, so the app can answer
+    // before it (and no Python thread waits on a slow small upload).
+    let small = match head.framing {
+        Framing::Length(n) if n as usize <= BUFFER_BODY => Some(n as usize),
+        _ => None,
+    };
+    if let (Some(want), false) = (small, head.expect_continue)
+        && let Some(held) = shared.budget.try_take(want)
+    {
+        match prebuffer(io, rbuf, &mut dec, &mut clock, held, want).await {
+            Ok(chunk) => body = Body::Full(chunk),
+            Err(e) => {
+                return match body_status(&e) {
+                    Some(s) => fail(
+                        s,
+                        match &e {
+                            BodyError::Invalid(_, why) => why,
+                            _ => "request body not received in time",
+                        },
+                        out,
+                    ),
+                    None => {
+                        info.set_gone();
+                        (Done::server(CLIENT_CLOSED, false), None)
+                    }
+                };
             }
         }
     }
@@ -372,17 +365,9 @@ where
     } else {
         (None, None)
     };
-    let prefix = match &mut body {
-        Body::Stream(s) => s.prefix.take(),
-        _ => None,
-    };
     let req = Request {
         head: head.clone(),
-        body: Body::Stream(BodyStream {
-            prefix,
-            rx,
-            want: want_tx,
-        }),
+        body: Body::Stream(BodyStream { rx, want: want_tx }),
         conn: info.clone(),
         scheme,
     };
@@ -446,7 +431,7 @@ where
                         },
                     },
                 );
-                super::errors::write(s, false, &mut o);
+                super::errors::write(s, false, head.method == Method::Head, &mut o);
                 let _ = wr.write_all(&o).await;
                 (Done::server(s, false), None)
             }
@@ -476,7 +461,7 @@ async fn poll_once<F: Future + Unpin>(mut f: F) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut f).poll(cx))).await
 }
 
-/// Reads up to `want` body bytes (all of a small body) before the app is called.
+/// Reads a small body (`want` bytes, all of it) before the app is called.
 async fn prebuffer<S: AsyncRead + Unpin>(
     io: &mut S,
     rbuf: &mut BytesMut,
@@ -526,10 +511,6 @@ async fn prebuffer<S: AsyncRead + Unpin>(
             Ok(Ok(n)) => clock.got(n),
             Err(_) => return Err(BodyError::TimedOut),
         }
-    }
-    // A chunked body may end in its trailers: finish them if they are here already.
-    if !dec.is_done() && have < want {
-        let _ = dec.decode(rbuf, 0);
     }
     let data = match (first, acc) {
         (Some(f), _) => f,
@@ -729,7 +710,12 @@ where
     let reply = match outcome {
         Outcome::Reply(r) => r,
         Outcome::Failed => {
-            super::errors::write(500, keep_wanted && pump.is_none(), out);
+            super::errors::write(
+                500,
+                keep_wanted && pump.is_none(),
+                head.method == Method::Head,
+                out,
+            );
             return (Done::server(500, keep_wanted && pump.is_none()), None);
         }
     };
@@ -749,7 +735,7 @@ where
             "Error handling request {}: the app answered 101 but does not take the connection",
             head.target_lossy()
         );
-        super::errors::write(500, false, out);
+        super::errors::write(500, false, head.method == Method::Head, out);
         return (Done::server(500, false), None);
     }
     let is_head = head.method == Method::Head;
@@ -835,34 +821,32 @@ where
                 _ => u64::MAX,
             };
             loop {
-                let next = match pump.as_mut().filter(|p| p.active()) {
-                    Some(p) => {
-                        // Let the head out first, then wait for either side.
-                        tokio::select! {
-                            biased;
-                            c = rx.recv() => c,
-                            _ = p.step() => continue,
-                        }
-                    }
+                // What is ready is taken without waiting; before waiting for the app, what is
+                // gathered goes out.
+                let ready = std::future::poll_fn(|cx| match rx.poll_recv(cx) {
+                    Poll::Ready(c) => Poll::Ready(Some(c)),
+                    Poll::Pending => Poll::Ready(None),
+                })
+                .await;
+                let next = match ready {
+                    Some(c) => c,
                     None => {
-                        match std::future::poll_fn(|cx| match rx.poll_recv(cx) {
-                            Poll::Ready(c) => Poll::Ready(Some(c)),
-                            Poll::Pending => Poll::Ready(None),
-                        })
-                        .await
-                        {
-                            Some(c) => c,
-                            None => {
-                                // Nothing ready: what is gathered goes out while the app works.
-                                if !out.is_empty() {
-                                    if write_all(w, out, pump).await.is_err() {
-                                        intact = false;
-                                        break;
-                                    }
-                                    out.clear();
-                                }
-                                rx.recv().await
+                        if !out.is_empty() {
+                            if write_all(w, out, pump).await.is_err() {
+                                intact = false;
+                                break;
                             }
+                            out.clear();
+                        }
+                        match pump.as_mut().filter(|p| p.active()) {
+                            Some(p) => {
+                                tokio::select! {
+                                    biased;
+                                    c = rx.recv() => c,
+                                    _ = p.step() => continue,
+                                }
+                            }
+                            None => rx.recv().await,
                         }
                     }
                 };

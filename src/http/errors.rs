@@ -5,7 +5,8 @@ use super::parse::Version;
 use super::response::{ResponseHead, Wire, encode, reason_for};
 
 /// A server-made response (an error page): a short text body naming the status.
-pub fn write(status: u16, keep_alive: bool, out: &mut Vec<u8>) {
+/// `head`: the request was a HEAD (the length is sent, the body not).
+pub fn write(status: u16, keep_alive: bool, is_head: bool, out: &mut Vec<u8>) {
     let reason = reason_for(status);
     let body = format!("{status} {reason}\n");
     let mut head = ResponseHead::new(status, None);
@@ -18,7 +19,9 @@ pub fn write(status: u16, keep_alive: bool, out: &mut Vec<u8>) {
         Version::Http11,
         out,
     );
-    out.extend_from_slice(body.as_bytes());
+    if !is_head {
+        out.extend_from_slice(body.as_bytes());
+    }
 }
 
 #[cfg(test)]
@@ -26,7 +29,7 @@ mod tests {
     #[test]
     fn names_the_status() {
         let mut out = Vec::new();
-        super::write(408, false, &mut out);
+        super::write(408, false, false, &mut out);
         let t = String::from_utf8(out).unwrap();
         assert!(t.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{t}");
         assert!(t.ends_with("\r\n\r\n408 Request Timeout\n"), "{t}");

@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// Bodies up to this size are read completely before the app is called (a slow client then
-/// costs no Python thread); larger or longer bodies are streamed to the app.
+/// Bodies up to this size with a known length are read completely before the app is called (a
+/// slow client then costs no Python thread); larger and chunked bodies are streamed to the app.
 pub const BUFFER_BODY: usize = 64 * 1024;
 /// Most bytes decoded per read of a streamed body (one chunk of the channel to the app).
 pub const BODY_CHUNK: usize = 64 * 1024;

@@ -493,6 +493,11 @@ pub fn parse(buf: Bytes, limits: &Limits) -> Result<Head, Reject> {
 /// The path part (still percent-encoded; an absolute-form target loses its `scheme://authority`)
 /// and the query of a request target.
 pub fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
+    // A fragment is not the server's (clients should not send one; Gunicorn drops it too).
+    let target = match memchr::memchr(b'#', target) {
+        Some(i) => &target[..i],
+        None => target,
+    };
     let (p, q) = match memchr::memchr(b'?', target) {
         Some(i) => (&target[..i], &target[i + 1..]),
         None => (target, &b""[..]),
@@ -638,6 +643,7 @@ mod tests {
         );
         assert_eq!(split_target(b"http://h:1/p?q"), (&b"/p"[..], &b"q"[..]));
         assert_eq!(split_target(b"http://h:1"), (&b"/"[..], &b""[..]));
+        assert_eq!(split_target(b"/a?b#c"), (&b"/a"[..], &b"b"[..]));
         assert_eq!(decode_path(b"/%zz%41"), b"/%zzA");
     }
 
