@@ -67,28 +67,20 @@ fn is_tchar(b: u8) -> bool {
 }
 
 /// Names of hop-by-hop headers (RFC 9110 §7.6.1 and the usual extras); only the connection
-/// sets these.
+/// sets these. Compared by length first: most names are rejected without a byte compared.
 fn hop_by_hop(name: &[u8], status: u16) -> bool {
-    const NAMES: [&str; 9] = [
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "te",
-        "trailer",
-        "trailers",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-    ];
-    if name.eq_ignore_ascii_case(b"upgrade") {
-        return status != 101;
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    match name.len() {
+        2 => is("te"),
+        7 => is("trailer") || (is("upgrade") && status != 101),
+        8 => is("trailers"),
+        10 => (is("connection") && status != 101) || is("keep-alive"),
+        16 => is("proxy-connection"),
+        17 => is("transfer-encoding"),
+        18 => is("proxy-authenticate"),
+        19 => is("proxy-authorization"),
+        _ => false,
     }
-    if status == 101 && name.eq_ignore_ascii_case(b"connection") {
-        return false;
-    }
-    NAMES
-        .iter()
-        .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
 }
 
 /// Names already warned about (so a misbehaving app logs once per name, not per request).
@@ -144,7 +136,7 @@ impl ResponseHead {
             warn_dropped(name);
             return Ok(());
         }
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if name.len() == 14 && name.eq_ignore_ascii_case(b"content-length") {
             let v = super::parse::trim(value);
             let n: u64 = std::str::from_utf8(v)
                 .ok()
@@ -156,9 +148,9 @@ impl ResponseHead {
                 Some(_) => return Ok(()), // an identical duplicate is the same header
                 None => self.content_length = Some(n),
             }
-        } else if name.eq_ignore_ascii_case(b"server") {
+        } else if name.len() == 6 && name.eq_ignore_ascii_case(b"server") {
             self.has_server = true;
-        } else if name.eq_ignore_ascii_case(b"date") {
+        } else if name.len() == 4 && name.eq_ignore_ascii_case(b"date") {
             self.has_date = true;
         }
         self.lines.reserve(name.len() + value.len() + 4);
