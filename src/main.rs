@@ -1,6 +1,6 @@
 //! The `ferricorn` binary: everything lives in the library; see `cli::main`.
 
-// Rust-side allocations on the request path (hyper's buffers, header maps, response chunks)
+// Rust-side allocations on the request path (read buffers, parsed heads, response chunks)
 // go through mimalloc: fewer instructions per malloc/free than glibc's allocator. Python
 // objects keep CPython's own allocator.
 #[global_allocator]

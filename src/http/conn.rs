@@ -7,10 +7,11 @@
 //! `--header-timeout` for the rest of that head (then `408`). A body is read under the deadline
 //! of [`BodyClock`] (`408` then close).
 //!
-//! Bodies: one of up to [`BUFFER_BODY`] bytes with a known length is read before the app is
-//! called (within the worker's [`Budget`]), so a slow small upload costs no Python thread; a
-//! larger or chunked one, or one the client sends only after `100 Continue`, is streamed to the
-//! app through a channel of one chunk, so a connection holds at most a few chunks. While
+//! Bodies: up to [`BUFFER_BODY`] bytes are read before the app is called (all of a body that
+//! small; bytes past [`SMALL_BODY`] within the worker's [`Budget`]), so a slow or stalled upload
+//! costs no Python thread; the rest of a larger body, or a body the client sends only after
+//! `100 Continue`, is streamed to the app through a channel of one chunk, so a connection holds
+//! at most a few chunks. While
 //! a body streams the connection reads and writes at once (the app may answer as it reads). A
 //! reply that leaves a body unread is followed by a bounded drain, or the connection closes.
 
@@ -32,7 +33,7 @@ use super::dispatch::{
     Upgraded,
 };
 use super::limits::{
-    BODY_CHUNK, BUFFER_BODY, BodyClock, Budget, DRAIN_MAX, DRAIN_TIME, Held, Limits,
+    BODY_CHUNK, BUFFER_BODY, BodyClock, Budget, DRAIN_MAX, DRAIN_TIME, Held, Limits, SMALL_BODY,
 };
 use super::parse::{self, Framing, Head, Method, Reject};
 use super::response::{self, Wire};
@@ -299,18 +300,18 @@ where
     let mut dec = Decoder::new(head.framing, limits.body);
     let mut clock = BodyClock::new(limits);
     let mut body = Body::Empty;
-    // A small body with a known length is read before the app is called; a larger one, a
-    // chunked one, or one behind `Expect: 100-continue` is streamed, so the app can answer
-    // before it (and no Python thread waits on a slow small upload).
-    let small = match head.framing {
-        Framing::Length(n) if n as usize <= BUFFER_BODY => Some(n as usize),
-        _ => None,
-    };
-    if let (Some(want), false) = (small, head.expect_continue)
-        && let Some(held) = shared.budget.try_take(want)
-    {
-        match prebuffer(io, rbuf, &mut dec, &mut clock, held, want).await {
-            Ok(chunk) => body = Body::Full(chunk),
+    // Up to BUFFER_BODY bytes are read before the app is called (all of a body that small), so
+    // a slow or stalled upload holds no Python thread; a body the client sends only after
+    // `100 Continue` is left to the app (the client is waiting for its answer first).
+    let mut prefix = None;
+    if !dec.is_done() && !head.expect_continue {
+        let want = match head.framing {
+            Framing::Length(n) => (n as usize).min(BUFFER_BODY),
+            _ => BUFFER_BODY,
+        };
+        match prebuffer(io, rbuf, &mut dec, &mut clock, &shared.budget, want).await {
+            Ok(chunk) if dec.is_done() => body = Body::Full(chunk),
+            Ok(chunk) => prefix = Some(chunk),
             Err(e) => {
                 return match body_status(&e) {
                     Some(s) => fail(
@@ -367,7 +368,11 @@ where
     };
     let req = Request {
         head: head.clone(),
-        body: Body::Stream(BodyStream { rx, want: want_tx }),
+        body: Body::Stream(BodyStream {
+            prefix,
+            rx,
+            want: want_tx,
+        }),
         conn: info.clone(),
         scheme,
     };
@@ -387,6 +392,7 @@ where
         tx: Some(tx),
         want: want_rx,
         budget: shared.budget.clone(),
+        pending: None,
         failed: None,
         continue_sent: false,
         asked_continue: head.expect_continue,
@@ -461,29 +467,53 @@ async fn poll_once<F: Future + Unpin>(mut f: F) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut f).poll(cx))).await
 }
 
-/// Reads a small body (`want` bytes, all of it) before the app is called.
+/// Polls a pinned future once.
+async fn futures_poll<F: Future>(mut f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await
+}
+
+/// Reads up to `want` body bytes before the app is called. Bytes beyond [`SMALL_BODY`] are
+/// counted against the worker's budget as they arrive; while it is spent, the connection waits
+/// (without reading, and without the wait counting against the client's body deadline).
 async fn prebuffer<S: AsyncRead + Unpin>(
     io: &mut S,
     rbuf: &mut BytesMut,
     dec: &mut Decoder,
     clock: &mut BodyClock,
-    mut held: Held,
+    budget: &Arc<Budget>,
     want: usize,
 ) -> Result<BodyChunk, BodyError> {
     let mut acc: Option<BytesMut> = None;
     let mut first: Option<Bytes> = None;
     let mut have = 0usize;
+    let mut held: Option<Held> = None;
     loop {
         match dec
             .decode(rbuf, want - have)
             .map_err(|r| BodyError::Invalid(r.status, r.reason))?
         {
             Step::Data(b) => {
+                if have + b.len() > SMALL_BODY {
+                    let n = (have + b.len() - SMALL_BODY).min(b.len());
+                    let h = match budget.try_take(n) {
+                        Some(h) => h,
+                        None => {
+                            let waited = Instant::now();
+                            let h = budget.take(n).await;
+                            clock.pause(waited.elapsed());
+                            h
+                        }
+                    };
+                    match &mut held {
+                        Some(all) => all.merge(h),
+                        None => held = Some(h),
+                    }
+                }
                 have += b.len();
                 match (&mut first, &mut acc) {
                     (None, None) => first = Some(b),
                     (Some(f), None) => {
-                        let mut a = BytesMut::with_capacity(want);
+                        let mut a = BytesMut::with_capacity(2 * (f.len() + b.len()));
                         a.extend_from_slice(f);
                         a.extend_from_slice(&b);
                         first = None;
@@ -512,16 +542,18 @@ async fn prebuffer<S: AsyncRead + Unpin>(
             Err(_) => return Err(BodyError::TimedOut),
         }
     }
+    // A chunked body's end (its last chunk and trailers) may be here already.
+    if !dec.is_done()
+        && let Err(r) = dec.decode(rbuf, 0)
+    {
+        return Err(BodyError::Invalid(r.status, r.reason));
+    }
     let data = match (first, acc) {
         (Some(f), _) => f,
         (None, Some(a)) => a.freeze(),
         (None, None) => Bytes::new(),
     };
-    held.shrink_to(data.len());
-    Ok(BodyChunk {
-        data,
-        held: Some(held),
-    })
+    Ok(BodyChunk { data, held })
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -541,6 +573,8 @@ struct Pump<'a, R> {
     tx: Option<mpsc::Sender<Result<BodyChunk, BodyError>>>,
     want: Option<oneshot::Receiver<()>>,
     budget: Arc<Budget>,
+    /// A decoded chunk waiting for room in the worker's budget.
+    pending: Option<Bytes>,
     failed: Option<BodyError>,
     continue_sent: bool,
     asked_continue: bool,
@@ -578,16 +612,43 @@ impl<R: AsyncRead + Unpin> Pump<'_, R> {
             self.tx = None;
             return Event::Stopped;
         };
-        let mut held = self.budget.take(BODY_CHUNK).await;
+        if let Some(data) = self.pending.take() {
+            // Decoded earlier while the worker's budget was spent: wait for room (the client is
+            // not to blame for that time), then hand it over.
+            let budget = self.budget.clone();
+            let take = budget.take(data.len());
+            let held = {
+                let mut take = std::pin::pin!(take);
+                match futures_poll(take.as_mut()).await {
+                    Poll::Ready(h) => h,
+                    Poll::Pending => {
+                        self.pending = Some(data.clone());
+                        let h = take.await;
+                        self.pending = None;
+                        h
+                    }
+                }
+            };
+            self.clock.pause(waited.elapsed());
+            permit.send(Ok(BodyChunk {
+                data,
+                held: Some(held),
+            }));
+            return Event::Progress;
+        }
         self.clock.pause(waited.elapsed());
         loop {
             match self.dec.decode(self.rbuf, BODY_CHUNK) {
                 Ok(Step::Data(b)) => {
-                    held.shrink_to(b.len());
-                    permit.send(Ok(BodyChunk {
-                        data: b,
-                        held: Some(held),
-                    }));
+                    // Counted against the worker's budget only once it is in memory; a
+                    // connection waiting for its client holds nothing.
+                    match self.budget.try_take(b.len()) {
+                        Some(held) => permit.send(Ok(BodyChunk {
+                            data: b,
+                            held: Some(held),
+                        })),
+                        None => self.pending = Some(b),
+                    }
                     return Event::Progress;
                 }
                 Ok(Step::Done) => {
@@ -652,8 +713,7 @@ impl<R: AsyncRead + Unpin> Pump<'_, R> {
                 Ok(Step::NeedMore) => {}
                 Err(_) => return false,
             }
-            self.rbuf.clear();
-            if self.rbuf.capacity() < 8192 {
+            if self.rbuf.capacity() - self.rbuf.len() < 4096 {
                 self.rbuf.reserve(8192);
             }
             match timeout_at(until, self.rd.read_buf(self.rbuf)).await {

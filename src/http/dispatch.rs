@@ -110,6 +110,8 @@ pub struct BodyChunk {
 /// A request body still arriving: read chunk by chunk, each read making room for the next.
 #[derive(Debug)]
 pub struct BodyStream {
+    /// What was read before the app was called.
+    pub(super) prefix: Option<BodyChunk>,
     pub(super) rx: mpsc::Receiver<Result<BodyChunk, BodyError>>,
     /// Told on the first read (so `100 Continue` is sent only when the body is wanted).
     pub(super) want: Option<oneshot::Sender<()>>,
@@ -125,6 +127,9 @@ impl BodyStream {
     /// The next chunk; `Ok(None)` at the end. Blocks: call it off the event loop (a Python
     /// thread, with the GIL released).
     pub fn blocking_next(&mut self) -> Result<Option<BodyChunk>, BodyError> {
+        if let Some(p) = self.prefix.take() {
+            return Ok(Some(p));
+        }
         self.wanted();
         match self.rx.blocking_recv() {
             Some(Ok(c)) => Ok(Some(c)),
@@ -135,6 +140,9 @@ impl BodyStream {
 
     /// The next chunk, for an async consumer.
     pub async fn next(&mut self) -> Result<Option<BodyChunk>, BodyError> {
+        if let Some(p) = self.prefix.take() {
+            return Ok(Some(p));
+        }
         self.wanted();
         match self.rx.recv().await {
             Some(Ok(c)) => Ok(Some(c)),

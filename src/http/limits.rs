@@ -14,9 +14,13 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// Bodies up to this size with a known length are read completely before the app is called (a
-/// slow client then costs no Python thread); larger and chunked bodies are streamed to the app.
-pub const BUFFER_BODY: usize = 64 * 1024;
+/// A body is read up to this much before the app is called: a body this small (the usual form
+/// post or JSON document), complete, and the first part of a larger one, so that a slow or
+/// stalled upload costs no Python thread until it has sent this much.
+pub const BUFFER_BODY: usize = 1024 * 1024;
+/// Bodies up to this size are read without asking the worker's budget (a normal small POST
+/// never waits behind uploads that hold the budget).
+pub const SMALL_BODY: usize = 64 * 1024;
 /// Most bytes decoded per read of a streamed body (one chunk of the channel to the app).
 pub const BODY_CHUNK: usize = 64 * 1024;
 /// Most unread body bytes discarded so that a connection can be kept after a reply that did not
@@ -48,7 +52,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// hyper-compatible bound on a whole head: the largest head the limits allow.
+    /// The largest head the limits allow (more buffered without an end of head is a 431).
     pub fn max_head_bytes(&self) -> usize {
         let line = if self.line == 0 { 8192 } else { self.line };
         let field = if self.field_size == 0 {
@@ -192,6 +196,12 @@ pub struct Held {
 }
 
 impl Held {
+    /// Adds `other`'s bytes to this reservation.
+    pub fn merge(&mut self, mut other: Held) {
+        self.n += other.n;
+        other.n = 0;
+    }
+
     /// Gives back what is not needed (the part of a reservation that was not filled).
     pub fn shrink_to(&mut self, n: usize) {
         if n < self.n {
