@@ -350,7 +350,7 @@ where
                             info.set_gone();
                         }
                     }
-                    fut.await
+                    wait_watching(&mut fut, io, rbuf, info).await
                 }
             }
         };
@@ -460,6 +460,39 @@ where
         done.keep = false;
     }
     (done, up)
+}
+
+/// Awaits the app while watching the connection: a client that closes it is marked gone (an
+/// async app learns it through [`ConnInfo::gone`]); bytes of a pipelined next request are kept,
+/// up to a bound.
+async fn wait_watching<F, S>(
+    fut: &mut std::pin::Pin<&mut F>,
+    io: &mut S,
+    rbuf: &mut BytesMut,
+    info: &ConnInfo,
+) -> F::Output
+where
+    F: Future,
+    S: AsyncRead + Unpin,
+{
+    const WATCH_MAX: usize = 64 * 1024;
+    loop {
+        if info.is_gone() || rbuf.len() >= WATCH_MAX {
+            return fut.await;
+        }
+        if rbuf.capacity() - rbuf.len() < 1024 {
+            rbuf.reserve(4096);
+        }
+        tokio::select! {
+            biased;
+            o = fut.as_mut() => return o,
+            r = io.read_buf(rbuf) => {
+                if !matches!(r, Ok(n) if n > 0) {
+                    info.set_gone();
+                }
+            }
+        }
+    }
 }
 
 /// Polls a future once.
@@ -1045,5 +1078,168 @@ fn shared_finished<D>(
     let n = shared.requests.fetch_add(1, Ordering::Relaxed) + 1;
     if shared.max_requests > 0 && n == shared.max_requests {
         shared.retire.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The connection against a Rust dispatcher over an in-memory pipe: the parts of the seam
+    //! WSGI does not use (the upgrade hand-off, the client-gone signal, an async body reader).
+
+    use super::*;
+    use crate::http::dispatch::ReplyBody;
+    use crate::http::response::ResponseHead;
+    use crate::proxy::Peer;
+    use crate::sockets::LocalAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    enum Mode {
+        /// 101, then the upgraded connection gets the buffered bytes written back.
+        Upgrade,
+        /// Answers once the client has gone.
+        AfterGone(Arc<AtomicBool>),
+        /// Reads the body with the async reader and answers its length.
+        CountBody,
+    }
+
+    struct Fake(Mode);
+
+    impl Dispatch for Fake {
+        async fn call(&self, req: Request) -> Outcome {
+            let mut head = ResponseHead::new(200, None);
+            match &self.0 {
+                Mode::Upgrade => {
+                    let mut head = ResponseHead::new(101, None);
+                    head.push(b"Upgrade", b"echo").unwrap();
+                    head.push(b"Connection", b"Upgrade").unwrap();
+                    let mut r = Reply::new(head, ReplyBody::Full(Vec::new()));
+                    r.upgrade = Some(Box::new(|mut up: Upgraded| {
+                        tokio::spawn(async move {
+                            let _ = up.io.write_all(b"buffered:").await;
+                            let _ = up.io.write_all(&up.buffered).await;
+                            // Then it is the new protocol's: echo five more bytes.
+                            let mut more = [0u8; 5];
+                            if up.io.read_exact(&mut more).await.is_ok() {
+                                let _ = up.io.write_all(b"|").await;
+                                let _ = up.io.write_all(&more).await;
+                            }
+                            let _ = up.io.shutdown().await;
+                        });
+                    }));
+                    Outcome::Reply(r)
+                }
+                Mode::AfterGone(seen) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), req.conn.gone()).await;
+                    seen.store(req.conn.is_gone(), Ordering::SeqCst);
+                    head.push(b"Content-Length", b"0").unwrap();
+                    Outcome::Reply(Reply::new(head, ReplyBody::Full(Vec::new())))
+                }
+                Mode::CountBody => {
+                    let mut n = 0usize;
+                    if let Body::Stream(mut s) = req.body {
+                        while let Ok(Some(c)) = s.next().await {
+                            n += c.data.len();
+                        }
+                    } else if let Body::Full(c) = req.body {
+                        n = c.data.len();
+                    }
+                    let text = n.to_string();
+                    head.push(b"Content-Length", text.len().to_string().as_bytes())
+                        .unwrap();
+                    Outcome::Reply(Reply::new(head, ReplyBody::Full(vec![Bytes::from(text)])))
+                }
+            }
+        }
+    }
+
+    use std::time::Duration;
+
+    fn shared(mode: Mode) -> Arc<Shared<Fake>> {
+        let mut l = Limits::for_tests();
+        l.body = 0;
+        Arc::new(Shared::new(
+            Fake(mode),
+            l,
+            ForwardedAllowIps::parse("").unwrap(),
+        ))
+    }
+
+    fn info() -> Arc<ConnInfo> {
+        Arc::new(ConnInfo::new(
+            Peer::Unix,
+            Arc::new(LocalAddr::Unix("/test.sock".into())),
+        ))
+    }
+
+    async fn read_to_end(c: &mut tokio::io::DuplexStream) -> String {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn upgrade_hands_over_the_connection_with_buffered_bytes() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let task = tokio::spawn(serve(server, shared(Mode::Upgrade), info()));
+        client
+            .write_all(
+                b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nearly",
+            )
+            .await
+            .unwrap();
+        let mut head = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut head))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut got = String::from_utf8_lossy(&head[..n]).into_owned();
+        client.write_all(b"later").await.unwrap();
+        got.push_str(&read_to_end(&mut client).await);
+        assert!(
+            got.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+            "{got:?}"
+        );
+        assert!(
+            got.contains("Upgrade: echo\r\n") && got.contains("Connection: Upgrade\r\n"),
+            "{got:?}"
+        );
+        assert!(got.ends_with("\r\n\r\nbuffered:early|later"), "{got:?}");
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_app_learns_that_the_client_went_away() {
+        let seen = Arc::new(AtomicBool::new(false));
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let task = tokio::spawn(serve(server, shared(Mode::AfterGone(seen.clone())), info()));
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        client.shutdown().await.unwrap();
+        let t = read_to_end(&mut client).await;
+        assert!(t.starts_with("HTTP/1.1 200 OK\r\n"), "{t:?}");
+        assert!(seen.load(Ordering::SeqCst), "the app was not told");
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_async_consumer_reads_a_streamed_body() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let task = tokio::spawn(serve(server, shared(Mode::CountBody), info()));
+        let body = vec![b'x'; 3 << 20];
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let writer = tokio::spawn(async move {
+            client.write_all(head.as_bytes()).await.unwrap();
+            client.write_all(&body).await.unwrap();
+            client
+        });
+        let mut client = writer.await.unwrap();
+        let t = read_to_end(&mut client).await;
+        assert!(t.ends_with("\r\n\r\n3145728"), "{t:?}");
+        task.await.unwrap();
     }
 }
