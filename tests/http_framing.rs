@@ -149,3 +149,35 @@ fn item8_connection_close_from_the_app_is_honoured() {
     );
     assert_serves(&server, &addr);
 }
+
+#[test]
+fn an_interim_status_as_the_final_answer_is_a_500() {
+    let (server, addr) = start(&["--keep-alive", "10"]);
+    for code in [100, 102, 199] {
+        let mut c = connect(&server, &addr, WAIT);
+        let r = c
+            .request("GET", &format!("/status?code={code}"), &[], None)
+            .unwrap_or_else(|e| panic!("{code}: {e}\n{}", server.report()));
+        assert_eq!(r.status, 500, "{code}: {r:?}");
+    }
+    server.wait_for_stderr("invalid final status 102", LOG_WAIT);
+}
+
+#[test]
+fn an_endless_body_stops_when_nothing_more_can_be_sent() {
+    // One Python thread: if the generator went on after HEAD, or past its Content-Length,
+    // nothing else would be served.
+    let (server, addr) = start(&["--threads", "1", "--keep-alive", "10"]);
+    for (method, target) in [("HEAD", "/forever"), ("GET", "/forever?cl=5000")] {
+        let mut c = connect(&server, &addr, WAIT);
+        let r = c
+            .request(method, target, &[], None)
+            .unwrap_or_else(|e| panic!("{method} {target}: {e}\n{}", server.report()));
+        assert_eq!(r.status, 200);
+        if method == "GET" {
+            assert_eq!(r.body.len(), 5000);
+        }
+        let r = c.request("GET", "/probe/after", &[], None).unwrap();
+        assert_eq!(r.text(), "/probe/after", "{method} {target}");
+    }
+}

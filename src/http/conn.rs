@@ -819,6 +819,15 @@ where
         log_vars,
     } = reply;
     let status = rh.status;
+    if status < 200 && status != 101 {
+        // An interim status as the final answer: the client would wait for another response.
+        tracing::error!(
+            "Error handling request {}: invalid final status {status}",
+            head.target_lossy()
+        );
+        super::errors::write(500, false, head.method == Method::Head, out);
+        return (Done::server(500, false), None);
+    }
     if status == 101 {
         if let (Some(up), true) = (upgrade, pump.is_none()) {
             response::encode(&rh, Wire::Empty, None, true, head.version, out);
@@ -952,7 +961,9 @@ where
                     }
                     Some(Ok(c)) => {
                         if wire == Wire::Empty || sent >= limit {
-                            continue;
+                            // Nothing more goes out: dropping the channel stops the producer
+                            // (which then closes the app's iterable).
+                            break;
                         }
                         let c = if sent + c.len() as u64 > limit {
                             c.slice(..(limit - sent) as usize)
