@@ -158,7 +158,11 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
 /// The request limits of this config (`--limit-request-*`, the timeouts).
 fn limits(cfg: &Config) -> Limits {
     Limits {
-        line: cfg.limit_request_line as usize,
+        // Gunicorn: 0 means its maximum, 8190.
+        line: match cfg.limit_request_line {
+            0 => 8190,
+            n => n as usize,
+        },
         fields: cfg.limit_request_fields as usize,
         field_size: cfg.limit_request_field_size as usize,
         body: cfg.limit_request_body,

@@ -209,3 +209,37 @@ fn a_rejected_request_is_logged_once_with_peer_and_reason() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("[WARNING]"), "{lines:?}");
 }
+
+#[test]
+fn limit_request_line_zero_means_8190_and_http10_gets_no_100_continue() {
+    let (server, addr) = start(&["--limit-request-line", "0"]);
+    let long = format!(
+        "GET /probe/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(9000)
+    );
+    assert_eq!(
+        status_of(&exchange(&server, &addr, long.as_bytes(), WAIT)),
+        Some(414)
+    );
+    let fine = format!(
+        "GET /probe/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "a".repeat(8000)
+    );
+    assert_eq!(
+        status_of(&exchange(&server, &addr, fine.as_bytes(), WAIT)),
+        Some(200)
+    );
+    // An HTTP/1.0 client sends its body without waiting for 100 Continue.
+    let data = exchange(
+        &server,
+        &addr,
+        b"POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+        WAIT,
+    );
+    let t = String::from_utf8_lossy(&data);
+    assert!(
+        t.starts_with("HTTP/1.1 200 ") && t.ends_with("abc"),
+        "{t:?}"
+    );
+    assert!(!t.contains("100 Continue"), "{t:?}");
+}

@@ -33,7 +33,7 @@ pub const WORKER_BODY_BUDGET: usize = 32 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Request line bytes; 0 = unlimited (8190).
+    /// Request line bytes; 0 = no limit of its own (the worker maps Gunicorn's 0 to 8190).
     pub line: usize,
     pub fields: usize,
     /// One header field's bytes (`name: value`); 0 = unlimited.

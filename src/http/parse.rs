@@ -483,7 +483,8 @@ pub fn parse(buf: Bytes, limits: &Limits) -> Result<Head, Reject> {
         fields,
         framing,
         keep_alive,
-        expect_continue: expect_continue && framing != Framing::None,
+        // An HTTP/1.0 client does not know 100 Continue (RFC 9110 §10.1.1): it sends the body.
+        expect_continue: expect_continue && framing != Framing::None && version == Version::Http11,
         host,
         forwarded,
         buf,
