@@ -972,8 +972,8 @@ where
                         };
                         sent += c.len() as u64;
                         if wire == Wire::Chunked {
-                            use std::io::Write as _;
-                            let _ = write!(out, "{:x}\r\n", c.len());
+                            response::push_hex(c.len(), out);
+                            out.extend_from_slice(b"\r\n");
                         }
                         if c.len() <= COPY_MAX {
                             out.extend_from_slice(&c);

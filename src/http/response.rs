@@ -4,7 +4,6 @@
 //! chunked / close-delimited, HEAD and 1xx/204/304 carry no body, hop-by-hop headers from the
 //! app are dropped (with one warning per name), and the app's `Connection: close` is honoured.
 
-use std::io::Write as _;
 use std::sync::Mutex;
 
 use super::parse::Version;
@@ -224,6 +223,36 @@ pub fn reason_for(status: u16) -> &'static str {
         .unwrap_or("Unknown")
 }
 
+/// Appends `n` in decimal (without the formatting machinery: this runs per response).
+pub fn push_decimal(mut n: u64, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends `n` in lower-case hex (a chunk size).
+pub fn push_hex(mut n: usize, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 16];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 /// Writes the status line and headers for `head` into `out`.
 pub fn encode(
     head: &ResponseHead,
@@ -258,7 +287,9 @@ pub fn encode(
     if head.content_length.is_none()
         && let Some(n) = declared
     {
-        let _ = write!(out, "Content-Length: {n}\r\n");
+        out.extend_from_slice(b"Content-Length: ");
+        push_decimal(n, out);
+        out.extend_from_slice(b"\r\n");
     }
     if wire == Wire::Chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
@@ -308,6 +339,21 @@ mod tests {
             h.values("content-type").collect::<Vec<_>>(),
             [b"text/plain"]
         );
+    }
+
+    #[test]
+    fn numbers() {
+        let mut out = Vec::new();
+        for n in [0u64, 7, 10, 12345, u64::MAX] {
+            out.clear();
+            push_decimal(n, &mut out);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        for n in [0usize, 9, 10, 255, 65536] {
+            out.clear();
+            push_hex(n, &mut out);
+            assert_eq!(out, format!("{n:x}").as_bytes());
+        }
     }
 
     #[test]
