@@ -307,10 +307,12 @@ pub fn parse(buf: Bytes, limits: &Limits) -> Result<Head, Reject> {
     if limits.line > 0 && line.len() > limits.line {
         return Err(reject(414, "request line too long"));
     }
-    let mut parts = line.splitn(3, |&c| c == b' ');
-    let method = parts.next().unwrap_or_default();
-    let target = parts.next().ok_or(reject(400, "malformed request line"))?;
-    let version = parts.next().ok_or(reject(400, "malformed request line"))?;
+    let sp1 = memchr::memchr(b' ', line).ok_or(reject(400, "malformed request line"))?;
+    let method = &line[..sp1];
+    let after = &line[sp1 + 1..];
+    let sp2 = memchr::memchr(b' ', after).ok_or(reject(400, "malformed request line"))?;
+    let target = &after[..sp2];
+    let version = &after[sp2 + 1..];
     if method.is_empty() || !method.iter().all(|&c| is_tchar(c)) {
         return Err(reject(400, "invalid method"));
     }
@@ -345,18 +347,24 @@ pub fn parse(buf: Bytes, limits: &Limits) -> Result<Head, Reject> {
 
     // Header fields.
     let rest = &b[line_end + 1..];
-    // Most heads have a few fields: their slots live on the stack.
+    // Most heads have a few fields: their slots live on the stack; more are parsed again with
+    // room for the limit.
     let mut storage_small = [httparse::EMPTY_HEADER; 32];
     let mut storage_big;
-    let storage: &mut [httparse::Header<'_>] = if limits.fields < storage_small.len() {
+    let small = limits.fields < storage_small.len();
+    let first_try = if small {
         &mut storage_small[..limits.fields + 1]
-    } else if memchr::memchr_iter(b'\n', rest).count() <= storage_small.len() {
-        &mut storage_small[..]
     } else {
-        storage_big = vec![httparse::EMPTY_HEADER; limits.fields + 1];
-        &mut storage_big
+        &mut storage_small[..]
     };
-    let parsed = match httparse::parse_headers(rest, storage) {
+    let parsed = match httparse::parse_headers(rest, first_try) {
+        Err(httparse::Error::TooManyHeaders) if !small => {
+            storage_big = vec![httparse::EMPTY_HEADER; limits.fields + 1];
+            httparse::parse_headers(rest, &mut storage_big)
+        }
+        r => r,
+    };
+    let parsed = match parsed {
         Ok(httparse::Status::Complete((_, h))) => h,
         Ok(httparse::Status::Partial) => return Err(reject(400, "malformed header fields")),
         Err(httparse::Error::TooManyHeaders) => {
