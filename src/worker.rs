@@ -16,17 +16,17 @@ use pyo3::prelude::*;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::busy::Busy;
 use crate::coalesce::Coalesced;
 use crate::config::Config;
 use crate::http::dispatch::ConnInfo;
 use crate::http::{Limits, Shared};
 use crate::ipc::{self, Msg};
 use crate::logging::access::AccessLog;
-use crate::busy::Busy;
-use crate::wsgi::pool::Pool;
 use crate::privileges::Identity;
 use crate::proxy::Peer;
 use crate::sockets::{Listener, LocalAddr};
+use crate::wsgi::pool::Pool;
 use crate::wsgi::{WsgiApp, WsgiDispatch};
 
 /// What a worker's connections share.

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{DEFAULT_ACCESS_LOG_FORMAT, DEFAULT_LIMIT_REQUEST_BODY};
 use super::args::{add_arg, read_items};
 use super::compat::{
     accept_comma_string, header_map, http_protocols, http2_cleartext, logger_class, port_bind,
@@ -19,6 +18,7 @@ use super::spec::{Hook, Shape, Spec, Verdict};
 use super::value::{
     LogLevel, ProxyProtocol, Resolve, Value, env_value, one_of, parse_umask, range,
 };
+use super::{DEFAULT_ACCESS_LOG_FORMAT, DEFAULT_LIMIT_REQUEST_BODY};
 use crate::proxy::ForwardedAllowIps;
 use crate::sockets::BindAddr;
 
