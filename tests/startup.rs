@@ -15,23 +15,11 @@ use std::time::{Duration, Instant};
 
 use common::{client::*, server::*};
 
-/// Environment variables that would change the server's defaults.
-const ENV_KNOBS: [&str; 4] = [
-    "WEB_CONCURRENCY",
-    "PORT",
-    "FORWARDED_ALLOW_IPS",
-    "VIRTUAL_ENV",
-];
-
 const EXIT_LIMIT: Duration = Duration::from_secs(30);
 
 /// `ferricorn ARGS` in `cwd` with the environment knobs removed.
 fn builder(cwd: &Path, args: &[&str]) -> ServerBuilder {
-    let mut b = ferricorn().args(args.iter().copied()).cwd(cwd);
-    for k in ENV_KNOBS {
-        b = b.env_remove(k);
-    }
-    b
+    ferricorn().args(args.iter().copied()).cwd(cwd)
 }
 
 /// A process name unique to this test run, for finding leftover processes.
