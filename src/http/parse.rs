@@ -167,23 +167,33 @@ pub fn leading_crlf(buf: &[u8]) -> usize {
     n
 }
 
+/// The end of a head.
+static HEAD_END: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+
 /// Looks for a complete head at the start of `buf` (leading CRLFs already removed), from
 /// `scanned` on. Returns the head's length when complete.
+///
+/// A complete head (the usual case: it arrived in one read) is found with one search for its
+/// end; [`parse`] then checks it whole (the request line's length, bare LFs). Only an
+/// incomplete one is scanned line by line here, so that a request line over its limit or a
+/// bare LF is refused before the rest of the head arrives.
 pub fn find_end(buf: &[u8], scanned: usize, limits: &Limits) -> Result<Option<usize>, Reject> {
+    let from = scanned.saturating_sub(3);
+    if let Some(i) = HEAD_END.find(&buf[from..]) {
+        return Ok(Some(from + i + 4));
+    }
     // The request line alone must fit its limit, even before its end has arrived.
     let line_end = memchr::memchr(b'\n', buf);
     let line_len = line_end.unwrap_or(buf.len());
     if limits.line > 0 && line_len > limits.line + 1 {
         return Err(reject(414, "request line too long"));
     }
-    let mut from = scanned.saturating_sub(3);
+    let mut from = from;
     while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
         let at = from + i;
         if at == 0 || buf[at - 1] != b'\r' {
             return Err(reject(400, "bare LF in the request head"));
-        }
-        if at >= 3 && buf[at - 2] == b'\n' && buf[at - 3] == b'\r' {
-            return Ok(Some(at + 1));
         }
         from = at + 1;
     }
@@ -193,24 +203,68 @@ pub fn find_end(buf: &[u8], scanned: usize, limits: &Limits) -> Result<Option<us
     Ok(None)
 }
 
+/// Bytes a token (a method, a header name) may hold (RFC 9110 §5.6.2), as a table: one load
+/// per byte.
+pub const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
+/// Bytes of a Host's reg-name or IPv4 address (RFC 3986 §3.2.2: unreserved, sub-delims, `%`).
+const HOST_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        i += 1;
+    }
+    t
+};
+
 fn is_tchar(b: u8) -> bool {
-    matches!(
-        b,
-        b'!' | b'#'
-            | b'$'
-            | b'%'
-            | b'&'
-            | b'\''
-            | b'*'
-            | b'+'
-            | b'-'
-            | b'.'
-            | b'^'
-            | b'_'
-            | b'`'
-            | b'|'
-            | b'~'
-    ) || b.is_ascii_alphanumeric()
+    TCHAR[b as usize]
 }
 
 /// Bytes allowed in a request target: visible ASCII except nothing Gunicorn refuses, and
@@ -275,27 +329,7 @@ pub fn valid_host(h: &[u8]) -> bool {
             None => (h, &b""[..]),
         }
     };
-    let reg_name_ok = host.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'%'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-            )
-    });
+    let reg_name_ok = host.iter().all(|&b| HOST_BYTE[b as usize]);
     reg_name_ok && port.iter().all(u8::is_ascii_digit) && port.len() <= 5
 }
 
@@ -303,9 +337,18 @@ pub fn valid_host(h: &[u8]) -> bool {
 pub fn parse(buf: Bytes, limits: &Limits) -> Result<Head, Reject> {
     let b = &buf[..];
     let line_end = memchr::memchr(b'\n', b).ok_or(reject(400, "no request line"))?;
-    let line = &b[..line_end - 1];
-    if limits.line > 0 && line.len() > limits.line {
+    if limits.line > 0 && line_end > limits.line + 1 {
         return Err(reject(414, "request line too long"));
+    }
+    if line_end == 0 || b[line_end - 1] != b'\r' {
+        return Err(reject(400, "bare LF in the request head"));
+    }
+    let line = &b[..line_end - 1];
+    let rest = &b[line_end + 1..];
+    // httparse takes a bare LF for a line end, and refuses a CR that no LF follows: so every
+    // line of the fields ends in CRLF exactly when there are as many CRs as LFs.
+    if memchr::memchr_iter(b'\n', rest).count() != memchr::memchr_iter(b'\r', rest).count() {
+        return Err(reject(400, "bare LF in the request head"));
     }
     let sp1 = memchr::memchr(b' ', line).ok_or(reject(400, "malformed request line"))?;
     let method = &line[..sp1];
@@ -346,7 +389,6 @@ pub fn parse(buf: Bytes, limits: &Limits) -> Result<Head, Reject> {
     }
 
     // Header fields.
-    let rest = &b[line_end + 1..];
     // Most heads have a few fields: their slots live on the stack; more are parsed again with
     // room for the limit.
     let mut storage_small = [httparse::EMPTY_HEADER; 32];
@@ -365,7 +407,11 @@ pub fn parse(buf: Bytes, limits: &Limits) -> Result<Head, Reject> {
         r => r,
     };
     let parsed = match parsed {
-        Ok(httparse::Status::Complete((_, h))) => h,
+        // The fields end where the head does (an earlier end would be at a bare LF).
+        Ok(httparse::Status::Complete((n, h))) if n == rest.len() => h,
+        Ok(httparse::Status::Complete(_)) => {
+            return Err(reject(400, "bare LF in the request head"));
+        }
         Ok(httparse::Status::Partial) => return Err(reject(400, "malformed header fields")),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(reject(431, "too many header fields"));
@@ -386,7 +432,8 @@ pub fn parse(buf: Bytes, limits: &Limits) -> Result<Head, Reject> {
     let mut forwarded = false;
     for h in parsed.iter() {
         let name = h.name.as_bytes();
-        let value = trim(h.value);
+        // httparse has already trimmed the value's surrounding whitespace.
+        let value = h.value;
         if limits.field_size > 0 && name.len() + 2 + h.value.len() > limits.field_size {
             return Err(reject(431, "header field too large"));
         }
@@ -607,6 +654,12 @@ mod tests {
         assert_eq!(status(&base("Content-Length: +3\r\n")), 400);
         assert_eq!(status("GET / HTTP/1.1\nHost: x\n\n"), 400);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: x\n\r\n"), 400);
+        // Bare LFs before a CRLF CRLF (a head found whole, checked by parse).
+        assert_eq!(status("GET / HTTP/1.1\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nA: b\nC: d\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nA: b\n\r\nC: d\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\n\nGET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nA: b\r\r\n\r\n"), 400);
         assert_eq!(status("G@T / HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
         assert_eq!(status("GET * HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
         assert_eq!(status("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"), 200);

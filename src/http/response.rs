@@ -45,24 +45,30 @@ pub struct ResponseHead {
     has_date: bool,
 }
 
-fn is_tchar(b: u8) -> bool {
-    matches!(
-        b,
-        b'!' | b'#'
-            | b'$'
-            | b'%'
-            | b'&'
-            | b'\''
-            | b'*'
-            | b'+'
-            | b'-'
-            | b'.'
-            | b'^'
-            | b'_'
-            | b'`'
-            | b'|'
-            | b'~'
-    ) || b.is_ascii_alphanumeric()
+/// Bytes a header value may not hold: controls other than HTAB, and DEL.
+const BAD_VALUE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i < 0x20 && i != b'\t' as usize) || i == 0x7f;
+        i += 1;
+    }
+    t
+};
+
+/// A `Content-Length` value: digits only (after trimming), within `u64`.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in v {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
 }
 
 /// Names of hop-by-hop headers (RFC 9110 §7.6.1 and the usual extras); only the connection
@@ -118,10 +124,17 @@ impl ResponseHead {
 
     /// Adds one header from the app (latin-1 bytes).
     pub fn push(&mut self, name: &[u8], value: &[u8]) -> Result<(), HeaderError> {
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        // Without early exits: one table load per byte.
+        let name_ok = name.iter().fold(!name.is_empty(), |ok, &b| {
+            ok & super::parse::TCHAR[b as usize]
+        });
+        if !name_ok {
             return Err(HeaderError::InvalidName);
         }
-        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        if value
+            .iter()
+            .fold(false, |bad, &b| bad | BAD_VALUE[b as usize])
+        {
             return Err(HeaderError::InvalidValue);
         }
         if hop_by_hop(name, self.status) {
@@ -136,12 +149,7 @@ impl ResponseHead {
             return Ok(());
         }
         if name.len() == 14 && name.eq_ignore_ascii_case(b"content-length") {
-            let v = super::parse::trim(value);
-            let n: u64 = std::str::from_utf8(v)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse().ok())
-                .ok_or(HeaderError::BadLength)?;
+            let n = parse_length(super::parse::trim(value)).ok_or(HeaderError::BadLength)?;
             match self.content_length {
                 Some(prev) if prev != n => return Err(HeaderError::ConflictingLength),
                 Some(_) => return Ok(()), // an identical duplicate is the same header
