@@ -1,9 +1,17 @@
 //! Building the WSGI `environ` dict (PEP 3333) straight from the parsed request head.
 //!
 //! Per worker, a template dict holds what never changes (`wsgi.version`, `SERVER_SOFTWARE`,
-//! `wsgi.errors`, ...); per request it is copied and the request's own keys are added, with keys
+//! `wsgi.errors`, ...) and the usual value of what a request may change (`GET`, `HTTP/1.1`,
+//! `http`, an empty query); per request it is copied and only what differs is set, with keys
 //! interned once. Strings are latin-1, as PEP 3333 requires ("bytes as str"). There is no header
 //! map in between: names and values are read from the head's own bytes.
+//!
+//! What a request costs is mostly Python objects, so the worker remembers, for each position in
+//! the head, the header name it last saw there with its environ key, and the last short value of
+//! each field and of the request's own keys (path, host, peer): a value equal to the last one is
+//! the same immutable `str` again, not a new one (successive requests on a connection, or from
+//! the same proxy, mostly repeat them). The memory this holds is bounded ([`SLOTS`] positions,
+//! values up to [`VALUE_MAX`] bytes).
 
 use std::borrow::Cow;
 use std::sync::Mutex;
@@ -39,8 +47,39 @@ pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
     }
 }
 
-/// An empty dict with room for `n` items: CPython's `_PyDict_NewPresized` where it is exported
-/// (3.9–3.12), a plain dict grown once otherwise (3.13 hides private symbols).
+/// The characters of `s` as latin-1 bytes, borrowed from the str itself, when CPython stores it
+/// one byte per character (every str whose characters are all latin-1); `None` otherwise, or
+/// where that storage is not visible (CPython 3.14's API).
+pub fn latin1_data<'a>(s: &'a Bound<'_, PyString>) -> Option<&'a [u8]> {
+    #[cfg(not(Py_3_14))]
+    {
+        let p = s.as_ptr();
+        // SAFETY: `p` is a live str (borrowed for 'a). PyUnicode_READY (a no-op since 3.12)
+        // gives a legacy str its canonical storage, after which KIND, 1BYTE_DATA and
+        // GET_LENGTH describe it; a 1-byte-kind buffer holds GET_LENGTH bytes and lives as
+        // long as the (immutable) str.
+        unsafe {
+            if ffi::PyUnicode_READY(p) != 0 {
+                ffi::PyErr_Clear();
+                return None;
+            }
+            if ffi::PyUnicode_KIND(p) != ffi::PyUnicode_1BYTE_KIND {
+                return None;
+            }
+            let n = ffi::PyUnicode_GET_LENGTH(p) as usize;
+            Some(std::slice::from_raw_parts(ffi::PyUnicode_1BYTE_DATA(p), n))
+        }
+    }
+    #[cfg(Py_3_14)]
+    {
+        let _ = s;
+        None
+    }
+}
+
+/// An empty dict with room for `n` items without growing (so that its copies have it too):
+/// CPython's `_PyDict_NewPresized` where it is declared (3.9–3.12); 3.13 no longer declares it,
+/// see [`make_room`].
 fn presized_dict(py: Python<'_>, n: isize) -> PyResult<Bound<'_, PyDict>> {
     #[cfg(not(Py_3_13))]
     {
@@ -60,6 +99,25 @@ fn presized_dict(py: Python<'_>, n: isize) -> PyResult<Bound<'_, PyDict>> {
     }
 }
 
+/// On 3.13, grows the filled template to CPython's 64-slot table with public calls only: str
+/// placeholders are added up to the 22nd entry (where a dict grows to 64 slots), then deleted.
+/// Deleting does not shrink a dict, and a copy of a dict with few deleted entries keeps its
+/// table, so each request's copy has room for 20 more keys. Elsewhere a no-op.
+fn make_room(d: &Bound<'_, PyDict>) -> PyResult<()> {
+    #[cfg(Py_3_13)]
+    {
+        let names: Vec<String> = (d.len()..22).map(|i| format!("\0room{i}")).collect();
+        for n in &names {
+            d.set_item(n, d.py().None())?;
+        }
+        for n in &names {
+            d.del_item(n)?;
+        }
+    }
+    let _ = d;
+    Ok(())
+}
+
 /// Environ keys by header name as sent (`None`: a name that is dropped).
 type HeaderKeys = FxHashMap<Box<[u8]>, Option<Py<PyString>>>;
 
@@ -69,10 +127,14 @@ pub struct Template {
     script_name: String,
     /// `HTTP_*` keys by header name as sent, interned once.
     keys: Mutex<HeaderKeys>,
+    /// The last names and values seen (see the module comment). Taken with `try_lock`: a
+    /// request that finds it in use (another Python thread between two bytecodes of its own
+    /// environ) builds without it.
+    last: Mutex<Last>,
 }
 
-/// Keys every environ has; the template holds them (with placeholders) so that a request
-/// replaces values in a dict of the right size instead of growing one.
+/// Keys every environ has; the template holds them (with placeholders or their usual value) so
+/// that a request replaces values in a dict of the right size instead of growing one.
 const PER_REQUEST_KEYS: [&str; 9] = [
     "REQUEST_METHOD",
     "PATH_INFO",
@@ -86,11 +148,74 @@ const PER_REQUEST_KEYS: [&str; 9] = [
 ];
 
 /// Room in the template for a request's own keys (`HTTP_*`, `CONTENT_*`, `REMOTE_PORT`), so that
-/// adding them to the copy does not resize it.
-const ROOM: isize = 48;
+/// adding them to the copy does not resize it: 42 entries is CPython's 64-slot table (the
+/// template's own keys included), copied whole per request.
+const ROOM: isize = 42;
 
 /// Upper bound on cached header keys (a client could send many distinct names).
 const MAX_CACHED_KEYS: usize = 512;
+
+/// Positions of a head whose name and value are remembered.
+pub const SLOTS: usize = 32;
+/// Longest value (and header name) remembered.
+pub const VALUE_MAX: usize = 256;
+
+/// The last value of one environ entry, and its str.
+#[derive(Default)]
+struct Value {
+    bytes: Vec<u8>,
+    s: Option<Py<PyString>>,
+}
+
+impl Value {
+    /// A str of `b`: the last one when `b` is the same, else a new one (remembered if short).
+    fn get<'py>(&mut self, py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
+        if let Some(s) = &self.s
+            && self.bytes == b
+        {
+            return s.bind(py).clone();
+        }
+        let s = latin1(py, b);
+        if b.len() <= VALUE_MAX {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(b);
+            self.s = Some(s.clone().unbind());
+        }
+        s
+    }
+}
+
+/// What one position of the head held last time.
+#[derive(Default)]
+struct Slot {
+    name: Vec<u8>,
+    /// The environ key of `name` (`None`: dropped).
+    key: Option<Py<PyString>>,
+    value: Value,
+}
+
+/// The last names and values seen by this worker.
+#[derive(Default)]
+struct Last {
+    fields: Vec<Slot>,
+    path: Value,
+    query: Value,
+    raw_uri: Value,
+    server_name: Value,
+    server_port: Value,
+    remote_addr: Value,
+}
+
+/// Values a request takes from the template unless it differs.
+fn template_value<'py>(py: Python<'py>, key: &str) -> Bound<'py, PyAny> {
+    match key {
+        "REQUEST_METHOD" => intern!(py, "GET").clone().into_any(),
+        "QUERY_STRING" | "REMOTE_ADDR" => intern!(py, "").clone().into_any(),
+        "SERVER_PROTOCOL" => intern!(py, "HTTP/1.1").clone().into_any(),
+        "wsgi.url_scheme" => intern!(py, "http").clone().into_any(),
+        _ => py.None().into_bound(py),
+    }
+}
 
 impl Template {
     pub fn new(py: Python<'_>, multithread: bool, multiprocess: bool) -> PyResult<Template> {
@@ -113,12 +238,14 @@ impl Template {
             Py::new(py, Input::new(Body::Empty))?,
         )?;
         for k in PER_REQUEST_KEYS {
-            d.set_item(PyString::intern(py, k), py.None())?;
+            d.set_item(PyString::intern(py, k), template_value(py, k))?;
         }
+        make_room(&d)?;
         Ok(Template {
             dict: d.unbind(),
             script_name,
             keys: Mutex::new(FxHashMap::default()),
+            last: Mutex::new(Last::default()),
         })
     }
 
@@ -126,6 +253,12 @@ impl Template {
     /// underscore: `X_Forwarded_For` would otherwise overwrite the HTTP_X_FORWARDED_FOR a
     /// proxy set). Both answers are cached per name.
     fn header_key<'py>(&self, py: Python<'py>, name: &[u8]) -> Option<Bound<'py, PyString>> {
+        if name.eq_ignore_ascii_case(b"content-type") {
+            return Some(intern!(py, "CONTENT_TYPE").clone());
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            return Some(intern!(py, "CONTENT_LENGTH").clone());
+        }
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = keys.get(name) {
             return k.as_ref().map(|k| k.bind(py).clone());
@@ -150,11 +283,47 @@ impl Template {
         k
     }
 
+    /// The key and value of field `i` (`None`: a dropped name), through `last` when there is
+    /// one.
+    fn field<'py>(
+        &self,
+        py: Python<'py>,
+        last: Option<&mut Last>,
+        i: usize,
+        name: &[u8],
+        value: &[u8],
+    ) -> Option<(Bound<'py, PyString>, Bound<'py, PyString>)> {
+        let Some(last) = last.filter(|_| i < SLOTS) else {
+            let key = self.header_key(py, name)?;
+            return Some((key, latin1(py, value)));
+        };
+        if last.fields.len() <= i {
+            last.fields.resize_with(i + 1, Slot::default);
+        }
+        let slot = &mut last.fields[i];
+        if slot.name != name {
+            let key = self.header_key(py, name);
+            if name.len() > VALUE_MAX {
+                return key.map(|k| (k, latin1(py, value)));
+            }
+            slot.name.clear();
+            slot.name.extend_from_slice(name);
+            slot.key = key.map(Bound::unbind);
+            slot.value = Value::default();
+        }
+        let key = slot.key.as_ref()?.bind(py).clone();
+        Some((key, slot.value.get(py, value)))
+    }
+
     /// Builds the environ for `req`, consuming its body into `wsgi.input`.
     pub fn build<'py>(&self, py: Python<'py>, req: Request) -> PyResult<Bound<'py, PyDict>> {
         let env = self.dict.bind(py).copy()?;
+        let mut guard = self.last.try_lock().ok();
+        let mut last = guard.as_deref_mut();
         let head = &*req.head;
-        env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, head))?;
+        if head.method != Method::Get {
+            env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, head))?;
+        }
         let (raw_path, query) = parse::split_target(head.target());
         let mut path = Cow::Borrowed(raw_path);
         if raw_path.contains(&b'%') {
@@ -166,54 +335,92 @@ impl Template {
                 path = Cow::Owned(rest.to_vec());
             }
         }
-        env.set_item(intern!(py, "PATH_INFO"), latin1(py, &path))?;
-        env.set_item(intern!(py, "QUERY_STRING"), latin1(py, query))?;
-        env.set_item(intern!(py, "RAW_URI"), latin1(py, head.target()))?;
-        let protocol = match head.version {
-            Version::Http10 => intern!(py, "HTTP/1.0"),
-            Version::Http11 => intern!(py, "HTTP/1.1"),
+        let value = |py, last: Option<&mut Value>, b: &[u8]| match last {
+            Some(v) => v.get(py, b),
+            None => latin1(py, b),
         };
-        env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
-
-        let (name, port) = server_name_port(head, req.scheme, &req.conn.local);
-        env.set_item(intern!(py, "SERVER_NAME"), latin1(py, &name))?;
-        env.set_item(intern!(py, "SERVER_PORT"), latin1(py, &port))?;
-        match &req.conn.remote {
-            Some(r) => {
-                env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, r.addr.as_bytes()))?;
-                env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, r.port.as_bytes()))?;
-            }
-            None => env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?,
+        env.set_item(
+            intern!(py, "PATH_INFO"),
+            value(py, last.as_deref_mut().map(|l| &mut l.path), &path),
+        )?;
+        if !query.is_empty() {
+            env.set_item(
+                intern!(py, "QUERY_STRING"),
+                value(py, last.as_deref_mut().map(|l| &mut l.query), query),
+            )?;
         }
         env.set_item(
-            intern!(py, "wsgi.url_scheme"),
-            if req.scheme == "https" {
-                intern!(py, "https")
-            } else {
-                intern!(py, "http")
-            },
+            intern!(py, "RAW_URI"),
+            value(
+                py,
+                last.as_deref_mut().map(|l| &mut l.raw_uri),
+                head.target(),
+            ),
         )?;
+        if head.version == Version::Http10 {
+            env.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.0"))?;
+        }
+
+        let (name, port) = server_name_port(head, req.scheme, &req.conn.local);
+        env.set_item(
+            intern!(py, "SERVER_NAME"),
+            value(py, last.as_deref_mut().map(|l| &mut l.server_name), &name),
+        )?;
+        env.set_item(
+            intern!(py, "SERVER_PORT"),
+            value(py, last.as_deref_mut().map(|l| &mut l.server_port), &port),
+        )?;
+        if let Some(r) = &req.conn.remote {
+            env.set_item(
+                intern!(py, "REMOTE_ADDR"),
+                value(
+                    py,
+                    last.as_deref_mut().map(|l| &mut l.remote_addr),
+                    r.addr.as_bytes(),
+                ),
+            )?;
+            env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, r.port.as_bytes()))?;
+        }
+        if req.scheme == "https" {
+            env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
+        }
 
         // Repeated headers are joined with "," in the order they came (PEP 3333, Gunicorn).
+        // Names that are the same but for case have the same (interned) key: a key already
+        // set by this request marks a repeat.
         let fields = &head.fields;
+        let mut small = [std::ptr::null_mut::<ffi::PyObject>(); SLOTS];
+        let mut big = Vec::new();
+        let set: &mut [*mut ffi::PyObject] = if fields.len() <= SLOTS {
+            &mut small[..fields.len()]
+        } else {
+            big.resize(fields.len(), std::ptr::null_mut());
+            &mut big
+        };
         for (i, f) in fields.iter().enumerate() {
-            let name = head.name(f);
-            if fields[..i]
-                .iter()
-                .any(|p| head.name(p).eq_ignore_ascii_case(name))
-            {
+            let Some((key, v)) =
+                self.field(py, last.as_deref_mut(), i, head.name(f), head.value(f))
+            else {
                 continue;
-            }
-            let mut value = Cow::Borrowed(head.value(f));
-            for later in &fields[i + 1..] {
-                if head.name(later).eq_ignore_ascii_case(name) {
-                    let v = value.to_mut();
-                    v.push(b',');
-                    v.extend_from_slice(head.value(later));
+            };
+            let k = key.as_ptr();
+            if set[..i].contains(&k) {
+                let prev = env.get_item(&key)?.map(|p| p.cast_into::<PyString>());
+                if let Some(Ok(prev)) = prev {
+                    let mut joined: Vec<u8> = match latin1_data(&prev) {
+                        Some(b) => b.to_vec(),
+                        None => prev.to_cow()?.chars().map(|c| c as u8).collect(),
+                    };
+                    joined.push(b',');
+                    joined.extend_from_slice(head.value(f));
+                    env.set_item(&key, latin1(py, &joined))?;
+                    continue;
                 }
             }
-            self.set_header(py, &env, name, &value)?;
+            set[i] = k;
+            env.set_item(key, v)?;
         }
+        drop(guard);
         if !matches!(req.body, Body::Empty) {
             env.set_item(
                 intern!(py, "wsgi.input"),
@@ -221,24 +428,6 @@ impl Template {
             )?;
         }
         Ok(env)
-    }
-
-    fn set_header(
-        &self,
-        py: Python<'_>,
-        env: &Bound<'_, PyDict>,
-        name: &[u8],
-        value: &[u8],
-    ) -> PyResult<()> {
-        if name.eq_ignore_ascii_case(b"content-type") {
-            env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, value))
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, value))
-        } else if let Some(key) = self.header_key(py, name) {
-            env.set_item(key, latin1(py, value))
-        } else {
-            Ok(())
-        }
     }
 }
 
