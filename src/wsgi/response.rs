@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList, PyTuple};
 use tokio::sync::oneshot;
 
 use super::file_wrapper::{FileWrapper, RealFile};
@@ -21,6 +21,13 @@ const ZERO_COPY_MIN: usize = 16 * 1024;
 impl WsgiApp {
     /// Consumes a pending result: sends the head on `reply`, then the body chunks.
     pub fn iterate(&self, py: Python<'_>, p: Pending, reply: oneshot::Sender<Outcome>) {
+        let sr = p.sr.clone_ref(py);
+        self.consume(py, p, reply);
+        // The request is over: `start_response` and its `write` no longer hold each other.
+        StartResponse::release(sr.bind(py));
+    }
+
+    fn consume(&self, py: Python<'_>, p: Pending, reply: oneshot::Sender<Outcome>) {
         let Pending {
             result,
             sr,
@@ -168,10 +175,25 @@ pub(super) fn complete(
 ) -> PyResult<(Head, Vec<Bytes>)> {
     let mut s = sr.borrow_mut();
     let mut body = std::mem::take(&mut s.written);
-    for item in result.try_iter()? {
-        let b = to_bytes(&item?)?;
+    let mut add = |item: &Bound<'_, PyAny>| -> PyResult<()> {
+        let b = to_bytes(item)?;
         if !b.is_empty() {
             body.push(b);
+        }
+        Ok(())
+    };
+    // The caller checked that it is exactly a list or a tuple: walked without an iterator.
+    if let Ok(list) = result.cast_exact::<PyList>() {
+        for item in list.iter() {
+            add(&item)?;
+        }
+    } else if let Ok(tuple) = result.cast_exact::<PyTuple>() {
+        for item in tuple.iter_borrowed() {
+            add(&item)?;
+        }
+    } else {
+        for item in result.try_iter()? {
+            add(&item?)?;
         }
     }
     let head = s.take_head().ok_or_else(|| {

@@ -2,47 +2,79 @@
 //! are validated and written straight into the response head's wire format
 //! ([`crate::http::response::ResponseHead`]); hop-by-hop headers are dropped there.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
+use super::request::latin1_data;
 use crate::http::response::{HeaderError, ResponseHead};
 
 pub type Head = ResponseHead;
 
-fn parse_status(status: &str) -> PyResult<(u16, String)> {
-    let bad = || {
-        PyValueError::new_err(format!(
-            "start_response: status must be a str like '200 OK', got {status:?}"
-        ))
-    };
-    let (code, reason) = status.split_once(' ').ok_or_else(bad)?;
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let code: u16 = code.parse().map_err(|_| bad())?;
-    if !(100..=999).contains(&code) || reason.chars().any(|c| c.is_control()) {
-        return Err(bad());
-    }
-    Ok((code, reason.to_string()))
+fn bad_status(status: &Bound<'_, PyString>) -> PyErr {
+    PyValueError::new_err(format!(
+        "start_response: status must be a str like '200 OK', got {:?}",
+        status.to_string_lossy()
+    ))
 }
 
-/// The latin-1 bytes of `s` (borrowed when it is ASCII, the common case).
-fn latin1_bytes<'a>(s: &'a str, what: &str) -> PyResult<std::borrow::Cow<'a, [u8]>> {
-    if s.is_ascii() {
-        return Ok(std::borrow::Cow::Borrowed(s.as_bytes()));
+/// The code and reason of a status line (`200 OK`): three digits, a space, a reason without
+/// control characters. An ASCII status (nearly all) is read in place; another is read as UTF-8,
+/// as before.
+fn parse_status(status: &Bound<'_, PyString>) -> PyResult<(u16, Option<Box<str>>)> {
+    let ascii = latin1_data(status).filter(|b| b.is_ascii());
+    let owned;
+    let (code, reason): (&[u8], &str) = match ascii {
+        Some(b) => {
+            let i = memchr::memchr(b' ', b).ok_or_else(|| bad_status(status))?;
+            // ASCII, so UTF-8.
+            (
+                &b[..i],
+                std::str::from_utf8(&b[i + 1..]).unwrap_or_default(),
+            )
+        }
+        None => {
+            owned = status.to_str()?;
+            let (c, r) = owned.split_once(' ').ok_or_else(|| bad_status(status))?;
+            (c.as_bytes(), r)
+        }
+    };
+    let code = match code {
+        &[a, b, c] if code.iter().all(u8::is_ascii_digit) => {
+            u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
+        }
+        _ => return Err(bad_status(status)),
+    };
+    if code < 100 || reason.chars().any(|c| c.is_control()) {
+        return Err(bad_status(status));
     }
-    s.chars()
+    let canonical = http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason());
+    Ok((code, (canonical != Some(reason)).then(|| reason.into())))
+}
+
+/// The latin-1 bytes of `s` (borrowed from the str when CPython stores it one byte per
+/// character, the common case).
+fn latin1_bytes<'a>(s: &'a Bound<'_, PyString>, what: &str) -> PyResult<Cow<'a, [u8]>> {
+    if let Some(b) = latin1_data(s) {
+        return Ok(Cow::Borrowed(b));
+    }
+    let text = s.to_cow()?;
+    text.chars()
         .map(|c| {
             u8::try_from(u32::from(c)).map_err(|_| {
                 PyValueError::new_err(format!(
-                    "start_response: {what} {s:?} is not latin-1 (PEP 3333 requires it)"
+                    "start_response: {what} {text:?} is not latin-1 (PEP 3333 requires it)"
                 ))
             })
         })
         .collect::<PyResult<Vec<u8>>>()
-        .map(std::borrow::Cow::Owned)
+        .map(Cow::Owned)
 }
 
 fn parse_headers(head: &mut ResponseHead, headers: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -78,22 +110,24 @@ fn add_header(item: &Bound<'_, PyAny>, head: &mut ResponseHead) -> PyResult<()> 
             "start_response: header names and values must be str",
         ));
     };
-    let (name, value) = (name.to_str()?, value.to_str()?);
-    let n = latin1_bytes(name, "header name")?;
-    let v = latin1_bytes(value, "header value")?;
-    head.push(&n, &v).map_err(|e| match e {
-        HeaderError::InvalidName => {
-            PyValueError::new_err(format!("start_response: invalid header name {name:?}"))
+    let n = latin1_bytes(&name, "header name")?;
+    let v = latin1_bytes(&value, "header value")?;
+    head.push(&n, &v).map_err(|e| {
+        let (name, value) = (name.to_string_lossy(), value.to_string_lossy());
+        match e {
+            HeaderError::InvalidName => {
+                PyValueError::new_err(format!("start_response: invalid header name {name:?}"))
+            }
+            HeaderError::InvalidValue => PyValueError::new_err(format!(
+                "start_response: invalid value for header {name:?}: control characters"
+            )),
+            HeaderError::BadLength => PyValueError::new_err(format!(
+                "start_response: Content-Length {value:?} is not a number"
+            )),
+            HeaderError::ConflictingLength => PyValueError::new_err(format!(
+                "start_response: Content-Length {value:?} conflicts with an earlier Content-Length"
+            )),
         }
-        HeaderError::InvalidValue => PyValueError::new_err(format!(
-            "start_response: invalid value for header {name:?}: control characters"
-        )),
-        HeaderError::BadLength => PyValueError::new_err(format!(
-            "start_response: Content-Length {value:?} is not a number"
-        )),
-        HeaderError::ConflictingLength => PyValueError::new_err(format!(
-            "start_response: Content-Length {value:?} conflicts with an earlier Content-Length"
-        )),
     })
 }
 
@@ -105,6 +139,10 @@ pub struct StartResponse {
     pub headers_sent: bool,
     /// Chunks given to `write()`, sent before the iterable's.
     pub written: Vec<Bytes>,
+    /// The `write` callable, made on the first call. It refers back to this object: the cycle
+    /// is broken by [`StartResponse::release`] once the request is done (neither type is
+    /// tracked by Python's collector).
+    write: Option<Py<Write>>,
 }
 
 impl StartResponse {
@@ -113,6 +151,7 @@ impl StartResponse {
             head: None,
             headers_sent: false,
             written: Vec::new(),
+            write: None,
         }
     }
 
@@ -123,6 +162,34 @@ impl StartResponse {
     /// The head, taken out (once the response is built no Python code can change it).
     pub fn take_head(&mut self) -> Option<Head> {
         self.head.take()
+    }
+
+    /// Whether nothing but `holders` references to `sr` exist (with its `write`, which only
+    /// `sr` holds): then no Python code can reach either, and they can serve another request.
+    pub fn unshared(sr: &Bound<'_, StartResponse>, holders: isize) -> bool {
+        let this = sr.borrow();
+        // SAFETY: reading the reference counts of live objects.
+        unsafe {
+            match &this.write {
+                Some(w) => {
+                    ffi::Py_REFCNT(sr.as_ptr()) == holders + 1 && ffi::Py_REFCNT(w.as_ptr()) == 1
+                }
+                None => ffi::Py_REFCNT(sr.as_ptr()) == holders,
+            }
+        }
+    }
+
+    /// Ready for another request (see [`StartResponse::unshared`]).
+    pub fn reset(&mut self) {
+        self.head = None;
+        self.headers_sent = false;
+        self.written.clear();
+    }
+
+    /// Breaks the cycle with `write` (the app may still hold either).
+    pub fn release(sr: &Bound<'_, StartResponse>) {
+        let w = sr.borrow_mut().write.take();
+        drop(w);
     }
 }
 
@@ -161,28 +228,30 @@ impl StartResponse {
         let status = status
             .cast::<PyString>()
             .map_err(|_| PyTypeError::new_err("start_response: status must be a str"))?;
-        let (code, reason) = parse_status(status.to_str()?)?;
+        let (code, reason) = parse_status(status)?;
         if !headers.is_instance_of::<PyList>() && !headers.is_instance_of::<PyTuple>() {
             return Err(PyTypeError::new_err(
                 "start_response: headers must be a list of (name, value) tuples",
             ));
         }
-        let canonical = http::StatusCode::from_u16(code)
-            .ok()
-            .and_then(|s| s.canonical_reason());
-        let reason = (canonical != Some(reason.as_str())).then(|| reason.into_boxed_str());
         let mut head = ResponseHead::new(code, reason);
         parse_headers(&mut head, headers)?;
-        slf.borrow_mut().head = Some(head);
+        let py = slf.py();
+        let mut this = slf.borrow_mut();
+        this.head = Some(head);
         // The write callable bound to this request (a small object, cheaper than a bound
-        // method looked up by name).
-        Ok(Py::new(
-            slf.py(),
+        // method looked up by name), made once.
+        if let Some(w) = &this.write {
+            return Ok(w.clone_ref(py).into_any());
+        }
+        let w = Py::new(
+            py,
             Write {
                 sr: slf.clone().unbind(),
             },
-        )?
-        .into_any())
+        )?;
+        this.write = Some(w.clone_ref(py));
+        Ok(w.into_any())
     }
 
     /// PEP 3333's legacy `write(data)` callable.
