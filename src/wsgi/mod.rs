@@ -170,3 +170,105 @@ impl WsgiApp {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The reuse of `start_response` objects, in-process: whether one may serve another request
+    //! is decided by reference counts, which no HTTP exchange can observe (a freed object's
+    //! address is handed out again at once).
+
+    use std::sync::Arc;
+
+    use pyo3::types::PyModule;
+
+    use super::*;
+    use crate::http::dispatch::{Body, ConnInfo};
+    use crate::http::limits::Limits;
+    use crate::http::parse;
+    use crate::proxy::Peer;
+    use crate::sockets::LocalAddr;
+
+    const APP: &std::ffi::CStr = c"
+KEPT = []
+def app(environ, start_response):
+    write = start_response('200 OK', [('Content-Length', '2')])
+    if environ['PATH_INFO'] == '/keep':
+        KEPT.append(start_response)
+    elif environ['PATH_INFO'] == '/keep-write':
+        KEPT.append(write)
+    return [b'ok']
+";
+
+    fn app() -> WsgiApp {
+        Python::initialize();
+        Python::attach(|py| {
+            let m = PyModule::from_code(py, APP, c"reuse_test.py", c"reuse_test").unwrap();
+            WsgiApp::new(py, m.getattr("app").unwrap().unbind(), false, false, vec![]).unwrap()
+        })
+    }
+
+    fn call(app: &WsgiApp, path: &str) {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let head = parse::parse(bytes::Bytes::from(raw), &Limits::for_tests()).unwrap();
+        let req = Request {
+            head: Arc::new(head),
+            body: Body::Empty,
+            conn: Arc::new(ConnInfo::new(
+                Peer::Unix,
+                Arc::new(LocalAddr::Unix("/t.sock".into())),
+            )),
+            scheme: "http",
+        };
+        Python::attach(|py| match app.call(py, req) {
+            Called::Done(Outcome::Reply(r)) => assert_eq!(r.head.status, 200),
+            _ => panic!("not a complete reply"),
+        });
+    }
+
+    /// The spare objects' addresses, and whether each is free to serve again.
+    fn spare(app: &WsgiApp) -> Vec<(usize, bool)> {
+        Python::attach(|py| {
+            app.spare
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|sr| {
+                    let sr = sr.bind(py);
+                    (sr.as_ptr() as usize, StartResponse::unshared(sr, 1))
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn a_start_response_nothing_else_holds_is_kept_for_the_next_request() {
+        let app = app();
+        call(&app, "/");
+        let first = spare(&app);
+        assert_eq!(first.len(), 1);
+        assert!(
+            first[0].1,
+            "a finished request's start_response is not free: {first:?}"
+        );
+        call(&app, "/");
+        assert_eq!(spare(&app), first);
+    }
+
+    #[test]
+    fn a_start_response_the_app_holds_is_not_served_again() {
+        for path in ["/keep", "/keep-write"] {
+            let app = app();
+            call(&app, path);
+            let kept = spare(&app);
+            assert_eq!(kept.len(), 1);
+            assert!(!kept[0].1, "{path}: what the app holds counts as free");
+            // The next request gets a new one, which is free after it.
+            call(&app, "/");
+            let next = spare(&app);
+            assert!(
+                next.len() == 1 && next[0].1 && next[0].0 != kept[0].0,
+                "{path}: {next:?}"
+            );
+        }
+    }
+}

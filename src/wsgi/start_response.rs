@@ -167,13 +167,12 @@ impl StartResponse {
     /// Whether nothing but `holders` references to `sr` exist (with its `write`, which only
     /// `sr` holds): then no Python code can reach either, and they can serve another request.
     pub fn unshared(sr: &Bound<'_, StartResponse>, holders: isize) -> bool {
-        let this = sr.borrow();
-        // SAFETY: reading the reference counts of live objects.
+        // The borrow (which holds a reference of its own) ends before the counts are read.
+        let write = sr.borrow().write.as_ref().map(|w| w.as_ptr());
+        // SAFETY: reading the reference counts of live objects (`write` is kept alive by `sr`).
         unsafe {
-            match &this.write {
-                Some(w) => {
-                    ffi::Py_REFCNT(sr.as_ptr()) == holders + 1 && ffi::Py_REFCNT(w.as_ptr()) == 1
-                }
+            match write {
+                Some(w) => ffi::Py_REFCNT(sr.as_ptr()) == holders + 1 && ffi::Py_REFCNT(w) == 1,
                 None => ffi::Py_REFCNT(sr.as_ptr()) == holders,
             }
         }
