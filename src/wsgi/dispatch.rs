@@ -27,30 +27,39 @@ pub struct WsgiDispatch {
 
 impl Dispatch for WsgiDispatch {
     async fn call(&self, req: Request) -> Outcome {
-        let Ok(permit) = self.slots.clone().acquire_owned().await else {
-            return Outcome::Failed;
+        // A free permit (the usual case) is taken without a future.
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => match self.slots.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return Outcome::Failed,
+            },
         };
-        let (tx, rx) = oneshot::channel();
         if self.inline && !matches!(req.body, Body::Stream(_)) {
             let called = {
                 let _busy = self.busy.enter(0);
                 Python::attach(|py| self.app.call(py, req))
             };
             match called {
-                Called::Done(o) => return o,
-                Called::Iterate(pending) => self.pool.submit(Job::Iterate {
-                    pending,
-                    reply: tx,
-                    permit,
-                }),
+                Called::Done(o) => o,
+                Called::Iterate(pending) => {
+                    let (tx, rx) = oneshot::channel();
+                    self.pool.submit(Job::Iterate {
+                        pending,
+                        reply: tx,
+                        permit,
+                    });
+                    rx.await.unwrap_or(Outcome::Failed)
+                }
             }
         } else {
+            let (tx, rx) = oneshot::channel();
             self.pool.submit(Job::Call {
                 req,
                 reply: tx,
                 permit,
             });
+            rx.await.unwrap_or(Outcome::Failed)
         }
-        rx.await.unwrap_or(Outcome::Failed)
     }
 }
