@@ -5,7 +5,9 @@
 //! Timeouts: a new connection gets `--header-timeout` for its first head; a kept-alive one waits
 //! `--keep-alive` for the next request's first byte (then closes silently) and then gets
 //! `--header-timeout` for the rest of that head (then `408`). A body is read under the deadline
-//! of [`BodyClock`] (`408` then close).
+//! of [`BodyClock`] (`408` then close). All of these are one timer per connection, moved from
+//! deadline to deadline (see [`read_by`]); a request without a body reads the clock once (for
+//! its keep-alive deadline).
 //!
 //! Bodies: up to [`BUFFER_BODY`] bytes are read before the app is called (all of a body that
 //! small; bytes past [`SMALL_BODY`] within the worker's [`Budget`]), so a slow or stalled upload
@@ -17,7 +19,7 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
@@ -25,7 +27,7 @@ use std::task::Poll;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::time::{Instant, timeout_at};
+use tokio::time::{Instant, Sleep};
 
 use super::body::{Decoder, Step};
 use super::dispatch::{
@@ -118,8 +120,20 @@ where
     let mut rbuf = BytesMut::with_capacity(8192);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut first = true;
+    // The connection's one timer, moved to each deadline in turn (see `read_by`).
+    let timer = tokio::time::sleep_until(Instant::now() + shared.limits.header_timeout);
+    let mut timer = pin!(timer);
     loop {
-        let head = match read_head(&mut io, &mut rbuf, &mut out, &shared.limits, first).await {
+        let head = match read_head(
+            &mut io,
+            &mut rbuf,
+            &mut out,
+            &shared.limits,
+            first,
+            &mut timer,
+        )
+        .await
+        {
             Ok(h) => h,
             Err(NoHead::Quiet) => break,
             Err(NoHead::Reject(r)) => {
@@ -130,7 +144,7 @@ where
             }
         };
         first = false;
-        let start = std::time::Instant::now();
+        let start = shared.access.is_some().then(std::time::Instant::now);
         let was_head = head.starts_with(b"HEAD ");
         let head = match parse::parse(head, &shared.limits) {
             Ok(h) => Arc::new(h),
@@ -140,7 +154,10 @@ where
                 break;
             }
         };
-        let (done, upgrade) = exchange(&mut io, &mut rbuf, &mut out, &shared, &info, &head).await;
+        let (done, upgrade) = exchange(
+            &mut io, &mut rbuf, &mut out, &shared, &info, &head, &mut timer,
+        )
+        .await;
         shared_finished(&shared, &info, &head, &done, start);
         if let Some(up) = upgrade {
             if !out.is_empty() && io.write_all(&out).await.is_err() {
@@ -182,6 +199,28 @@ fn reject<D>(shared: &Shared<D>, info: &ConnInfo, head: Option<&Head>, r: &Rejec
     }
 }
 
+/// Reads into `buf`; `None` if `deadline` passes first. The connection's one timer is moved to
+/// the deadline: moving it later (the usual case: the next keep-alive wait) only updates the
+/// timer's entry, so no timer is created, registered and dropped per read.
+async fn read_by<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    timer: &mut Pin<&mut Sleep>,
+    deadline: Instant,
+) -> Option<io::Result<usize>> {
+    if timer.deadline() != deadline {
+        timer.as_mut().reset(deadline);
+    }
+    let mut read = pin!(io.read_buf(buf));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = read.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
 /// Waits for and returns the next complete head.
 async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
@@ -189,6 +228,7 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
     out: &mut Vec<u8>,
     limits: &Limits,
     first: bool,
+    timer: &mut Pin<&mut Sleep>,
 ) -> Result<Bytes, NoHead> {
     let mut scanned = 0;
     let mut deadline = None;
@@ -228,15 +268,12 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
         if rbuf.capacity() - rbuf.len() < 1024 {
             rbuf.reserve(8192);
         }
-        match timeout_at(wait_until, io.read_buf(rbuf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Err(NoHead::Quiet),
-            Ok(Ok(_)) => {
-                if deadline.is_none() {
-                    deadline = Some(Instant::now() + limits.header_timeout);
-                }
-            }
-            Err(_) if rbuf.is_empty() => return Err(NoHead::Quiet),
-            Err(_) => {
+        // The head's own deadline is set on the next turn, if it is still incomplete then.
+        match read_by(io, rbuf, timer, wait_until).await {
+            Some(Ok(0)) | Some(Err(_)) => return Err(NoHead::Quiet),
+            Some(Ok(_)) => {}
+            None if rbuf.is_empty() => return Err(NoHead::Quiet),
+            None => {
                 return Err(NoHead::Reject(Reject {
                     status: 408,
                     reason: "request head not received in time (--header-timeout)",
@@ -268,6 +305,7 @@ async fn exchange<S, D>(
     shared: &Shared<D>,
     info: &Arc<ConnInfo>,
     head: &Arc<Head>,
+    timer: &mut Pin<&mut Sleep>,
 ) -> (Done, UpgradeHandoff)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -281,8 +319,8 @@ where
         super::errors::write(status, false, head.method == Method::Head, out);
         (Done::server(status, false), None)
     };
-    let trusted = info.peer.trusted_by(&shared.forwarded);
-    let scheme = if head.forwarded && trusted {
+    // The proxy rules are asked only when the head has a header they read.
+    let scheme = if head.forwarded && info.peer.trusted_by(&shared.forwarded) {
         match crate::proxy::url_scheme(head.fields.iter().map(|f| (head.name(f), head.value(f)))) {
             Ok(s) => s,
             Err(why) => return fail(400, why, out),
@@ -298,7 +336,8 @@ where
     }
 
     let mut dec = Decoder::new(head.framing, limits.body);
-    let mut clock = BodyClock::new(limits);
+    // Started when a body is first read (a request without one never reads the clock).
+    let mut clock = None;
     let mut body = Body::Empty;
     // Up to BUFFER_BODY bytes are read before the app is called (all of a body that small), so
     // a slow or stalled upload holds no Python thread; a body the client sends only after
@@ -309,7 +348,8 @@ where
             Framing::Length(n) => (n as usize).min(BUFFER_BODY),
             _ => BUFFER_BODY,
         };
-        match prebuffer(io, rbuf, &mut dec, &mut clock, &shared.budget, want).await {
+        let clock = clock.insert(BodyClock::new(limits));
+        match prebuffer(io, rbuf, &mut dec, clock, &shared.budget, want, timer).await {
             Ok(chunk) if dec.is_done() => body = Body::Full(chunk),
             Ok(chunk) => prefix = Some(chunk),
             Err(e) => {
@@ -388,7 +428,8 @@ where
         rd,
         rbuf: &mut *rbuf,
         dec,
-        clock,
+        clock: clock.unwrap_or_else(|| BodyClock::new(limits)),
+        timer: timer.as_mut(),
         tx: Some(tx),
         want: want_rx,
         budget: shared.budget.clone(),
@@ -515,6 +556,7 @@ async fn prebuffer<S: AsyncRead + Unpin>(
     clock: &mut BodyClock,
     budget: &Arc<Budget>,
     want: usize,
+    timer: &mut Pin<&mut Sleep>,
 ) -> Result<BodyChunk, BodyError> {
     let mut acc: Option<BytesMut> = None;
     let mut first: Option<Bytes> = None;
@@ -569,10 +611,10 @@ async fn prebuffer<S: AsyncRead + Unpin>(
         if rbuf.capacity() - rbuf.len() < room {
             rbuf.reserve(room);
         }
-        match timeout_at(clock.deadline(), io.read_buf(rbuf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyError::Disconnected),
-            Ok(Ok(n)) => clock.got(n),
-            Err(_) => return Err(BodyError::TimedOut),
+        match read_by(io, rbuf, timer, clock.deadline()).await {
+            Some(Ok(0)) | Some(Err(_)) => return Err(BodyError::Disconnected),
+            Some(Ok(n)) => clock.got(n),
+            None => return Err(BodyError::TimedOut),
         }
     }
     // A chunked body's end (its last chunk and trailers) may be here already.
@@ -603,6 +645,8 @@ struct Pump<'a, R> {
     rbuf: &'a mut BytesMut,
     dec: Decoder,
     clock: BodyClock,
+    /// The connection's timer.
+    timer: Pin<&'a mut Sleep>,
     tx: Option<mpsc::Sender<Result<BodyChunk, BodyError>>>,
     want: Option<oneshot::Receiver<()>>,
     budget: Arc<Budget>,
@@ -699,14 +743,15 @@ impl<R: AsyncRead + Unpin> Pump<'_, R> {
             if self.rbuf.capacity() - self.rbuf.len() < 4096 {
                 self.rbuf.reserve(BODY_CHUNK);
             }
-            match timeout_at(self.clock.deadline(), self.rd.read_buf(self.rbuf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => {
+            let deadline = self.clock.deadline();
+            match read_by(&mut self.rd, self.rbuf, &mut self.timer, deadline).await {
+                Some(Ok(0)) | Some(Err(_)) => {
                     self.fail(BodyError::Disconnected, permit);
                     self.tx = None;
                     return Event::Stopped;
                 }
-                Ok(Ok(n)) => self.clock.got(n),
-                Err(_) => {
+                Some(Ok(n)) => self.clock.got(n),
+                None => {
                     self.fail(BodyError::TimedOut, permit);
                     self.tx = None;
                     return Event::Stopped;
@@ -749,8 +794,8 @@ impl<R: AsyncRead + Unpin> Pump<'_, R> {
             if self.rbuf.capacity() - self.rbuf.len() < 4096 {
                 self.rbuf.reserve(8192);
             }
-            match timeout_at(until, self.rd.read_buf(self.rbuf)).await {
-                Ok(Ok(n)) if n > 0 => {}
+            match read_by(&mut self.rd, self.rbuf, &mut self.timer, until).await {
+                Some(Ok(n)) if n > 0 => {}
                 _ => return false,
             }
         }
@@ -1055,7 +1100,7 @@ fn shared_finished<D>(
     info: &ConnInfo,
     head: &Head,
     done: &Done,
-    start: std::time::Instant,
+    start: Option<std::time::Instant>,
 ) {
     if let Some(a) = &shared.access {
         let target = head.target_lossy();
@@ -1083,7 +1128,7 @@ fn shared_finished<D>(
                 .as_ref()
                 .map(|r| r as &dyn crate::logging::access::Headers),
             environ: &done.log_vars,
-            duration: start.elapsed(),
+            duration: start.map(|s| s.elapsed()).unwrap_or_default(),
         });
     }
     let n = shared.requests.fetch_add(1, Ordering::Relaxed) + 1;
