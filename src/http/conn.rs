@@ -6,7 +6,7 @@
 //! `--keep-alive` for the next request's first byte (then closes silently) and then gets
 //! `--header-timeout` for the rest of that head (then `408`). A body is read under the deadline
 //! of [`BodyClock`] (`408` then close). All of these are one timer per connection, moved from
-//! deadline to deadline (see [`read_by`]); a request without a body reads the clock once (for
+//! deadline to deadline (see `read_by`); a request without a body reads the clock once (for
 //! its keep-alive deadline).
 //!
 //! Bodies: up to [`BUFFER_BODY`] bytes are read before the app is called (all of a body that

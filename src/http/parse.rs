@@ -271,7 +271,9 @@ fn lf_minus_cr(b: &[u8]) -> isize {
         // At most 64 either way: an i8 holds it.
         let mut d = 0i8;
         for &c in chunk {
-            d = d.wrapping_add(i8::from(c == b'\n')).wrapping_sub(i8::from(c == b'\r'));
+            d = d
+                .wrapping_add(i8::from(c == b'\n'))
+                .wrapping_sub(i8::from(c == b'\r'));
         }
         total += d as isize;
     }
