@@ -263,19 +263,29 @@ const HOST_BYTE: [bool; 256] = {
     t
 };
 
-/// The number of LFs minus the number of CRs in `b`, counted 64 bytes at a time into byte
-/// counters (which the compiler turns into vector compares).
+/// The number of LFs minus the number of CRs in `b`, 64 bytes at a time (the last block padded
+/// with zeros) into byte counters, which the compiler turns into vector compares.
 fn lf_minus_cr(b: &[u8]) -> isize {
-    let mut total = 0isize;
-    for chunk in b.chunks(64) {
+    fn block(c: &[u8; 64]) -> isize {
         // At most 64 either way: an i8 holds it.
         let mut d = 0i8;
-        for &c in chunk {
+        for &x in c {
             d = d
-                .wrapping_add(i8::from(c == b'\n'))
-                .wrapping_sub(i8::from(c == b'\r'));
+                .wrapping_add(i8::from(x == b'\n'))
+                .wrapping_sub(i8::from(x == b'\r'));
         }
-        total += d as isize;
+        d as isize
+    }
+    let mut chunks = b.chunks_exact(64);
+    let mut total = 0;
+    for c in &mut chunks {
+        total += block(c.try_into().expect("64 bytes"));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut pad = [0u8; 64];
+        pad[..rest.len()].copy_from_slice(rest);
+        total += block(&pad);
     }
     total
 }
