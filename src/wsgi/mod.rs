@@ -122,7 +122,9 @@ impl WsgiApp {
             Ok(s) => s,
             Err(e) => return fail(e),
         };
-        let result = match self.app.bind(py).call1((&environ, &sr)) {
+        let result = match StartResponse::callable(&sr)
+            .and_then(|callable| self.app.bind(py).call1((&environ, callable)))
+        {
             Ok(r) => r,
             Err(e) => {
                 self.recycle(sr);

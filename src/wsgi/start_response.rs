@@ -6,9 +6,9 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
-use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::{ffi, intern};
 
 use super::request::latin1_data;
 use crate::http::response::{HeaderError, ResponseHead};
@@ -131,7 +131,13 @@ fn add_header(item: &Bound<'_, PyAny>, head: &mut ResponseHead) -> PyResult<()> 
     })
 }
 
-/// The `start_response` callable of one request.
+/// The state behind one request's `start_response` and `write` callables.
+///
+/// The app gets the bound methods `start_response` and `write` of this object: builtin methods
+/// that CPython calls with its fast calling convention (no argument tuple). Both are made once
+/// and kept here; they refer back to this object, and the cycle is broken by
+/// [`StartResponse::release`] once the object is not to serve another request (the object is
+/// not tracked by Python's collector).
 #[pyclass(module = "ferricorn")]
 pub struct StartResponse {
     head: Option<Head>,
@@ -139,10 +145,10 @@ pub struct StartResponse {
     pub headers_sent: bool,
     /// Chunks given to `write()`, sent before the iterable's.
     pub written: Vec<Bytes>,
-    /// The `write` callable, made on the first call. It refers back to this object: the cycle
-    /// is broken by [`StartResponse::release`] once the request is done (neither type is
-    /// tracked by Python's collector).
-    write: Option<Py<Write>>,
+    /// The bound `start_response` method, made on first use.
+    callable: Option<Py<PyAny>>,
+    /// The bound `write` method, made on the first `start_response` call.
+    write: Option<Py<PyAny>>,
 }
 
 impl StartResponse {
@@ -151,6 +157,7 @@ impl StartResponse {
             head: None,
             headers_sent: false,
             written: Vec::new(),
+            callable: None,
             write: None,
         }
     }
@@ -164,17 +171,36 @@ impl StartResponse {
         self.head.take()
     }
 
-    /// Whether nothing but `holders` references to `sr` exist (with its `write`, which only
-    /// `sr` holds): then no Python code can reach either, and they can serve another request.
+    /// The `start_response` callable to give the app.
+    pub fn callable<'py>(sr: &Bound<'py, StartResponse>) -> PyResult<Bound<'py, PyAny>> {
+        let py = sr.py();
+        if let Some(c) = &sr.borrow().callable {
+            return Ok(c.bind(py).clone());
+        }
+        let c = sr.getattr(intern!(py, "start_response"))?;
+        sr.borrow_mut().callable = Some(c.clone().unbind());
+        Ok(c)
+    }
+
+    /// Whether nothing but `holders` references to `sr` exist besides its own two callables,
+    /// and nothing but `sr` holds those: then no Python code can reach any of them, and they
+    /// can serve another request.
     pub fn unshared(sr: &Bound<'_, StartResponse>, holders: isize) -> bool {
         // The borrow (which holds a reference of its own) ends before the counts are read.
-        let write = sr.borrow().write.as_ref().map(|w| w.as_ptr());
-        // SAFETY: reading the reference counts of live objects (`write` is kept alive by `sr`).
+        let (c, w) = {
+            let this = sr.borrow();
+            (
+                this.callable.as_ref().map(|c| c.as_ptr()),
+                this.write.as_ref().map(|w| w.as_ptr()),
+            )
+        };
+        let own = isize::from(c.is_some()) + isize::from(w.is_some());
+        // SAFETY: reading the reference counts of live objects (the callables are kept alive
+        // by `sr`).
         unsafe {
-            match write {
-                Some(w) => ffi::Py_REFCNT(sr.as_ptr()) == holders + 1 && ffi::Py_REFCNT(w) == 1,
-                None => ffi::Py_REFCNT(sr.as_ptr()) == holders,
-            }
+            ffi::Py_REFCNT(sr.as_ptr()) == holders + own
+                && c.is_none_or(|c| ffi::Py_REFCNT(c) == 1)
+                && w.is_none_or(|w| ffi::Py_REFCNT(w) == 1)
         }
     }
 
@@ -185,10 +211,13 @@ impl StartResponse {
         self.written.clear();
     }
 
-    /// Breaks the cycle with `write` (the app may still hold either).
+    /// Breaks the cycles with the callables (the app may still hold any of them).
     pub fn release(sr: &Bound<'_, StartResponse>) {
-        let w = sr.borrow_mut().write.take();
-        drop(w);
+        let (c, w) = {
+            let mut this = sr.borrow_mut();
+            (this.callable.take(), this.write.take())
+        };
+        drop((c, w));
     }
 }
 
@@ -200,8 +229,9 @@ impl Default for StartResponse {
 
 #[pymethods]
 impl StartResponse {
+    /// PEP 3333's `start_response(status, response_headers, exc_info=None)`.
     #[pyo3(signature = (status, headers, exc_info = None))]
-    fn __call__(
+    fn start_response(
         slf: Bound<'_, Self>,
         status: &Bound<'_, PyAny>,
         headers: &Bound<'_, PyAny>,
@@ -236,21 +266,14 @@ impl StartResponse {
         let mut head = ResponseHead::new(code, reason);
         parse_headers(&mut head, headers)?;
         let py = slf.py();
-        let mut this = slf.borrow_mut();
-        this.head = Some(head);
-        // The write callable bound to this request (a small object, cheaper than a bound
-        // method looked up by name), made once.
-        if let Some(w) = &this.write {
-            return Ok(w.clone_ref(py).into_any());
+        slf.borrow_mut().head = Some(head);
+        // The write callable, made once.
+        if let Some(w) = &slf.borrow().write {
+            return Ok(w.clone_ref(py));
         }
-        let w = Py::new(
-            py,
-            Write {
-                sr: slf.clone().unbind(),
-            },
-        )?;
-        this.write = Some(w.clone_ref(py));
-        Ok(w.into_any())
+        let w = slf.getattr(intern!(py, "write"))?.unbind();
+        slf.borrow_mut().write = Some(w.clone_ref(py));
+        Ok(w)
     }
 
     /// PEP 3333's legacy `write(data)` callable.
@@ -268,18 +291,5 @@ impl StartResponse {
             self.written.push(Bytes::copy_from_slice(b.as_bytes()));
         }
         Ok(())
-    }
-}
-
-/// The `write(data)` callable `start_response` returns.
-#[pyclass(module = "ferricorn", name = "write", frozen)]
-pub struct Write {
-    sr: Py<StartResponse>,
-}
-
-#[pymethods]
-impl Write {
-    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.sr.bind(py).borrow_mut().write(data)
     }
 }
