@@ -7,17 +7,24 @@
 # (500 and 2500 keep-alive requests) and prints the difference per request, so interpreter
 # start-up and app import cancel out.
 #   LAYERS=1 bench/callgrind.sh ...      also the inclusive cost per request of each layer
+#   bench/callgrind.sh json4k:app /      an app of bench/apps/ (the module is looked up in
+#                                        examples/, then bench/apps/; APP_DIR=DIR to choose)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APP=${1:-hello:app}; P=${2:-/}
 BIN=${FERRICORN_BIN:-$PWD/target/release/ferricorn}
+MOD=${APP%%:*}
+if [ -n "${APP_DIR:-}" ]; then DIR=$APP_DIR
+elif [ -f "examples/$MOD.py" ]; then DIR=examples
+else DIR=bench/apps
+fi
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # Functions whose inclusive cost is a layer of the request path (LTO inlines the rest into them).
-FUNCS='tokio::runtime::task::raw::poll|ferricorn::http::conn::exchange::\{\{closure\}\}|ferricorn::http::parse::parse|ferricorn::wsgi::WsgiApp::call|ferricorn::wsgi::request::Template::build|ferricorn::wsgi::request::Template::set_header|ferricorn::wsgi::start_response::StartResponse::__pymethod_start_response__|ferricorn::http::response::ResponseHead::push|ferricorn::http::response::encode|ferricorn::logging::access::AccessLog::emit|_PyEval_EvalFrameDefault \['
+FUNCS='tokio::runtime::task::raw::poll|ferricorn::http::conn::exchange::\{\{closure\}\}|ferricorn::http::parse::parse|ferricorn::wsgi::WsgiApp::call|ferricorn::wsgi::request::Template::build|ferricorn::wsgi::start_response::StartResponse::__pymethod_start_response__|ferricorn::http::response::ResponseHead::push|ferricorn::http::response::encode|ferricorn::logging::access::AccessLog::emit|_PyEval_EvalFrameDefault \['
 run() {
-  (cd examples && PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.%p" \
+  (cd "$DIR" && PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.%p" \
      "$BIN" -w 1 -b 127.0.0.1:$PORT --access-logfile '' "$APP" >"$OUT/log" 2>&1) &
   local shell=$!
   for _ in $(seq 1 300); do grep -q "Ready:" "$OUT/log" 2>/dev/null && break; sleep 0.2; done

@@ -2,11 +2,12 @@
 """Benchmark driver for ferricorn and its peers (Python 3 standard library only).
 
 Run through bench/run.sh, which installs the peers and the load generators first. For every app,
-transport (TCP through wrk, unix socket through oha) and round, every server is started fresh,
-pinned to CPU 0, checked for a correct response, warmed up, then loaded from CPU 1; its worker's
-RSS is read after the run and it is stopped. Servers are interleaved within a round
-(A B C ... A B C ...). Writes bench/results.json (every run) and bench/RESULTS.md (medians,
-ratios, RSS, start-up time, targets).
+transport (TCP through wrk, unix socket through oha, wrk through nginx to a unix socket) and
+round, every server is started fresh, pinned to CPU 0, checked for a correct response, warmed
+up, then loaded from CPU 1 (nginx too); its worker's RSS is read after the run and it is stopped.
+Servers are interleaved within a round (A B C ... A B C ...). The `-w 2` scaling pair runs
+unpinned instead. Writes bench/results.json (every run) and bench/RESULTS.md (medians, ratios,
+RSS, start-up time, targets).
 """
 
 import argparse
@@ -32,8 +33,10 @@ ROOT = os.path.dirname(BENCH)
 APPS_DIR = os.path.join(BENCH, "apps")
 VENV_BIN = os.path.join(BENCH, ".venv", "bin")
 FERRICORN = os.path.join(ROOT, "target", "release", "ferricorn")
+RUST_HELLO = os.path.join(ROOT, "target", "release", "examples", "rust_hello")
 SERVER_CPU = "0"
 LOAD_CPU = "1"
+ALL_CPUS = "0,1"  # the -w 2 scaling pair: server and load generator share both CPUs
 START_TIMEOUT = 30.0  # seconds a server gets to serve its first request
 STOP_TIMEOUT = 5.0  # seconds a server gets to exit after SIGINT before SIGKILL
 SLEEP_THREADS = 64  # Python threads for the I/O-bound app, for every server that has threads
@@ -86,12 +89,24 @@ def _venv(name):
     return os.path.join(VENV_BIN, name)
 
 
-def cmd_ferricorn(mod, addr, sleep):
+def _ferricorn(mod, addr, sleep, workers):
     bind = f"127.0.0.1:{addr[1]}" if addr[0] == "tcp" else f"unix:{addr[1]}"
-    argv = [FERRICORN, "-w", "1", "--access-logfile", "", "--chdir", APPS_DIR, "-b", bind]
+    argv = [FERRICORN, "-w", str(workers), "--access-logfile", "", "--chdir", APPS_DIR, "-b", bind]
     if sleep:
         argv += ["--threads", str(SLEEP_THREADS)]
     return argv + [f"{mod}:app"]
+
+
+def cmd_ferricorn(mod, addr, sleep):
+    return _ferricorn(mod, addr, sleep, 1)
+
+
+def cmd_ferricorn_w2(mod, addr, sleep):
+    return _ferricorn(mod, addr, sleep, 2)
+
+
+def cmd_rust_hello(mod, addr, sleep):
+    return [RUST_HELLO, f"127.0.0.1:{addr[1]}" if addr[0] == "tcp" else f"unix:{addr[1]}"]
 
 
 def _gunicorn(mod, addr, extra):
@@ -157,6 +172,9 @@ def cmd_waitress(mod, addr, sleep):
 # name: (argv builder, worker is a child of the spawned process, note)
 SERVERS = {
     "ferricorn": (cmd_ferricorn, True, "-w 1, --threads 1 (64 for sleep), access log off"),
+    "rust-hello": (cmd_rust_hello, False, "bench/rust_hello.rs: plain Rust hello world on ferricorn's stack (tokio current-thread, httparse); hello only"),
+    "ferricorn-w1-2cpu": (cmd_ferricorn, True, "-w 1, server and load generator unpinned on both CPUs (the -w 2 pair's baseline); hello only"),
+    "ferricorn-w2-2cpu": (cmd_ferricorn_w2, True, "-w 2, server and load generator unpinned on both CPUs; hello only"),
     "gunicorn-sync": (cmd_gunicorn_sync, True, "-w 1 -k sync (one request at a time, no keep-alive)"),
     "gunicorn-gthread": (cmd_gunicorn_gthread, True, "-w 1 -k gthread --threads 4 (64 for sleep)"),
     "granian": (cmd_granian, True, "--interface wsgi --workers 1, defaults (512 blocking threads)"),
@@ -165,6 +183,16 @@ SERVERS = {
     "bjoern": (cmd_bjoern, False, "bjoern.run(app, host, port): single-threaded, no threads for sleep"),
     "waitress": (cmd_waitress, False, "--threads 4 (64 and --connection-limit 512 for sleep)"),
 }
+
+# Servers that run only some apps (the others are skipped), and servers run unpinned.
+ONLY_APPS = {"rust-hello": {"hello"}, "ferricorn-w1-2cpu": {"hello"}, "ferricorn-w2-2cpu": {"hello"}}
+UNPINNED = {"ferricorn-w1-2cpu", "ferricorn-w2-2cpu"}
+# Servers a run includes unless --servers names its own.
+DEFAULT_SERVERS = ["ferricorn", "rust-hello", "ferricorn-w1-2cpu", "ferricorn-w2-2cpu",
+                   "gunicorn-sync", "gunicorn-gthread", "granian", "granian-bt1", "uwsgi",
+                   "bjoern", "waitress"]
+TRANSPORTS = ["tcp", "unix", "nginx-unix"]
+TRANSPORT_NAMES = {"tcp": "TCP", "unix": "unix socket", "nginx-unix": "nginx → unix socket"}
 
 # --------------------------------------------------------------------------------------------
 # Process handling: every server runs in its own session; all are killed on the way out.
@@ -262,6 +290,8 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 
 def request(addr, method="GET", body=None, timeout=5.0):
+    if addr[0] == "nginx":
+        addr = ("tcp", addr[2])
     if addr[0] == "tcp":
         conn = http.client.HTTPConnection("127.0.0.1", addr[1], timeout=timeout)
     else:
@@ -375,6 +405,8 @@ class Load:
         spec = APPS[app]
         conns = str(spec["conns"])
         post = spec["method"] == "POST"
+        if addr[0] == "nginx":
+            addr = ("tcp", addr[2])
         if addr[0] == "tcp":
             argv = [self.wrk, "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
                     "--timeout", WRK_TIMEOUT]
@@ -387,12 +419,12 @@ class Load:
             argv += ["-m", "POST", "-T", "application/octet-stream", "-D", self.body]
         return argv + ["http://localhost/"], parse_oha
 
-    def run(self, app, addr, seconds, log):
+    def run(self, app, addr, seconds, log, cpu=LOAD_CPU):
         argv, parse = self.argv(app, addr, seconds)
         log.write(f"$ {' '.join(argv)}\n")
         log.flush()
         with tempfile.TemporaryFile("w+") as out:
-            p = spawn(argv, out, LOAD_CPU, err=log)
+            p = spawn(argv, out, cpu, err=log)
             try:
                 p.wait(seconds + 60)
             except subprocess.TimeoutExpired:
@@ -420,6 +452,45 @@ def free_port():
         return s.getsockname()[1]
 
 
+NGINX_CONF = """\
+user root;
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx-{port}.pid;
+error_log {prefix}/nginx-{port}.err warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_buffer_size 128k;
+  client_body_temp_path {prefix}/body-{port};
+  proxy_temp_path {prefix}/proxy-{port};
+  upstream app {{ server unix:{sock}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+    }}
+  }}
+}}
+"""
+
+
+def start_nginx(tmp, sock, log):
+    """nginx on CPU 1 in front of the unix socket `sock`, with a keep-alive upstream (the
+    deployment of Gunicorn's guide); returns (process, port)."""
+    port = free_port()
+    conf = os.path.join(tmp, f"nginx-{port}.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(prefix=tmp, port=port, sock=sock))
+    p = spawn(["nginx", "-p", tmp, "-c", conf], log, LOAD_CPU)
+    return p, port
+
+
 def one_run(server, app, transport, rnd, load, checks, args, tmp, logdir):
     build, forks, _ = SERVERS[server]
     spec = APPS[app]
@@ -429,6 +500,9 @@ def one_run(server, app, transport, rnd, load, checks, args, tmp, logdir):
         addr = ("unix", os.path.join(tmp, f"{server}.sock"))
         if os.path.exists(addr[1]):
             os.unlink(addr[1])
+    cpu, load_cpu = (ALL_CPUS, ALL_CPUS) if server in UNPINNED else (SERVER_CPU, LOAD_CPU)
+    served = addr  # what the checks and the load generator talk to
+    nginx = None
     argv = build(spec["module"], addr, app == "sleep")
     rec = {"server": server, "app": app, "transport": transport, "round": rnd,
            "cmd": argv, "valid": False}
@@ -438,22 +512,26 @@ def one_run(server, app, transport, rnd, load, checks, args, tmp, logdir):
         log.write(f"$ {' '.join(argv)}\n")
         log.flush()
         t0 = time.monotonic()
-        p = spawn(argv, log, SERVER_CPU, cwd=APPS_DIR, env=env)
+        p = spawn(argv, log, cpu, cwd=APPS_DIR, env=env)
         try:
             wait_ready(p, addr, t0 + START_TIMEOUT)
             rec["startup_ms"] = (time.monotonic() - t0) * 1e3
+            if transport == "nginx-unix":
+                nginx, port = start_nginx(tmp, addr[1], log)
+                served = ("nginx", addr[1], port)
+                wait_ready(nginx, served, time.monotonic() + START_TIMEOUT)
             body = ECHO_BODY if spec["method"] == "POST" else None
-            status, got = request(addr, spec["method"], body, timeout=10.0)
+            status, got = request(served, spec["method"], body, timeout=10.0)
             if status != 200 or not checks[app](got):
                 raise RuntimeError(f"wrong response: status {status}, {len(got)} bytes: {got[:80]!r}")
             if args.warmup > 0:
-                load.run(app, addr, args.warmup, log)
+                load.run(app, served, args.warmup, log, load_cpu)
                 # Requests the warm-up left queued (a one-at-a-time server on the sleep app has
                 # hundreds) would eat into the timed run: wait until a fresh request is served.
-                status, _ = request(addr, spec["method"], body, timeout=60.0)
+                status, _ = request(served, spec["method"], body, timeout=60.0)
                 if status != 200:
                     raise RuntimeError(f"status {status} after the warm-up")
-            res = load.run(app, addr, args.duration, log)
+            res = load.run(app, served, args.duration, log, load_cpu)
             rec.update(res)
             rec["rss_kib"] = rss_kib(worker_pid(p, forks))
             if p.poll() is not None:
@@ -465,8 +543,10 @@ def one_run(server, app, transport, rnd, load, checks, args, tmp, logdir):
             rec["failure"] = str(e)
             log.write(f"\n!! {e}\n")
         finally:
+            if nginx is not None:
+                stop(nginx, signal.SIGQUIT)
             stop(p)
-            if transport == "unix" and os.path.exists(addr[1]):
+            if addr[0] == "unix" and os.path.exists(addr[1]):
                 os.unlink(addr[1])
     return rec
 
@@ -502,7 +582,8 @@ def summarise(runs, servers):
         valid = [r for r in rs if r["valid"]]
         use = valid or [r for r in rs if r.get("rps") is not None]
         ratios = []
-        if server != "ferricorn":
+        # The unpinned -w 2 pair is compared with itself (Targets), not with pinned ferricorn.
+        if server != "ferricorn" and server not in UNPINNED:
             for r in valid:
                 f = [x for x in runs if x["app"] == app and x["transport"] == transport
                      and x["round"] == r["round"] and x["server"] == "ferricorn" and x["valid"]]
@@ -522,37 +603,68 @@ def summarise(runs, servers):
     return summary
 
 
-def evaluate_targets(summary):
-    """The issue's targets, from the TCP (wrk) medians; returns rows (target, value, verdict)."""
+def pair_ratio(runs, app, transport, a, b):
+    """Median over rounds of a's req/s divided by b's in the same round (valid runs only)."""
+    ratios = []
+    for r in runs:
+        if (r["app"], r["transport"], r["server"]) != (app, transport, a) or not r["valid"]:
+            continue
+        o = [x for x in runs if (x["app"], x["transport"], x["server"], x["round"])
+             == (app, transport, b, r["round"]) and x["valid"]]
+        if o and o[0]["rps"]:
+            ratios.append(r["rps"] / o[0]["rps"])
+    return med(ratios)
+
+
+def evaluate_targets(summary, runs):
+    """The targets of issue 16 (and the earlier ones it keeps), from the medians of this run;
+    returns rows (target, value, verdict)."""
     rows = []
 
     def s(app, server, t="tcp"):
         return summary.get((app, t, server))
 
-    def ratio_target(label, app, server, need):
-        x = s(app, server)
+    def verdict(ok, how):
+        return f"{'met' if ok else 'NOT met'} ({how})"
+
+    def ratio_target(label, app, server, need, t="tcp"):
+        x = s(app, server, t)
         if not x or x["ratio"] is None:
             rows.append((label, "no data", "not evaluated"))
             return
         ok = x["ratio"] >= need
         rows.append((label, f"{x['ratio']:.2f}×",
-                     f"{'met' if ok else 'NOT met'} ({x['ratio'] / need * 100 - 100:+.0f}% vs {need}×)"))
+                     verdict(ok, f"{x['ratio'] / need * 100 - 100:+.0f}% vs {need}×")))
 
-    def p99_target(label, app, server, factor):
-        f, x = s(app, "ferricorn"), s(app, server)
+    def p99_target(label, app, server, factor, t="tcp"):
+        f, x = s(app, "ferricorn", t), s(app, server, t)
         if not f or not x or f["p99_ms"] is None or x["p99_ms"] is None:
             rows.append((label, "no data", "not evaluated"))
             return
         limit = x["p99_ms"] * factor
         ok = f["p99_ms"] <= limit
         rows.append((label, f"{fmt_ms(f['p99_ms'])} vs limit {fmt_ms(limit)}",
-                     f"{'met' if ok else 'NOT met'} ({f['p99_ms'] / limit * 100 - 100:+.0f}% of the limit)"))
+                     verdict(ok, f"{f['p99_ms'] / limit * 100 - 100:+.0f}% of the limit")))
 
+    # Issue 16.
+    ratio_target("hello ≥ 1.05× bjoern (TCP)", "hello", "bjoern", 1.05)
+    ratio_target("hello ≥ 0.8× a plain Rust hello server on the same stack (TCP)", "hello",
+                 "rust-hello", 0.8)
+    p99_target("hello p99 ≤ bjoern's (TCP)", "hello", "bjoern", 1.0)
+    ratio_target("json4k ≥ 1.1× bjoern (TCP)", "json4k", "bjoern", 1.1)
+    ratio_target("hello through nginx to a unix socket ≥ 1.0× bjoern behind the same nginx",
+                 "hello", "bjoern", 1.0, "nginx-unix")
+    r = pair_ratio(runs, "hello", "tcp", "ferricorn-w2-2cpu", "ferricorn-w1-2cpu")
+    label = "-w 2 ≥ 1.8× -w 1 (hello, TCP, both CPUs shared with the load generator)"
+    if r is None:
+        rows.append((label, "no data", "not evaluated"))
+    else:
+        rows.append((label, f"{r:.2f}×", verdict(r >= 1.8, f"{r / 1.8 * 100 - 100:+.0f}% vs 1.8×; "
+                     f"{os.cpu_count()} CPUs: the load generator needs one of them")))
+    # Kept from the earlier issues.
     ratio_target("hello ≥ 1.5× granian", "hello", "granian", 1.5)
-    ratio_target("hello ≥ 0.9× bjoern", "hello", "bjoern", 0.9)
     ratio_target("hello ≥ 10× gunicorn sync", "hello", "gunicorn-sync", 10)
     p99_target("hello p99 ≤ granian's", "hello", "granian", 1.0)
-    ratio_target("json4k ≥ 1.0× bjoern", "json4k", "bjoern", 1.0)
     p99_target("json4k p99 ≤ 0.5× granian's", "json4k", "granian", 0.5)
     f = s("sleep", "ferricorn")
     limit = 64 / 0.010
@@ -615,6 +727,8 @@ def versions(tools):
             v[k] = val
     v["wrk"] = run_out([tools["wrk"], "--version"]).splitlines()[0].split(" [")[0]
     v["oha"] = run_out([tools["oha"], "--version"])
+    if "nginx" in tools:
+        v["nginx"] = run_out([tools["nginx"], "-v"]).replace("nginx version: ", "")
     v["ferricorn"] = run_out([FERRICORN, "--version"])
     v["ferricorn git"] = run_out(["git", "-C", ROOT, "describe", "--always", "--dirty", "--tags"])
     return v
@@ -634,7 +748,9 @@ def write_report(path, meta, summary, runs, apps, servers, transports):
           "## Machine", "",
           f"- CPU: {m['cpu']}, {m['cores']} cores; memory {m['memory']}; kernel {m['kernel']}",
           f"- load average at start: {' '.join(m['loadavg_at_start'])}",
-          f"- server pinned to CPU {SERVER_CPU}, load generator to CPU {LOAD_CPU} (`taskset`)", "",
+          f"- server pinned to CPU {SERVER_CPU}, load generator (and nginx) to CPU {LOAD_CPU} "
+          f"(`taskset`); the -w 2 scaling pair (ferricorn-w1-2cpu, ferricorn-w2-2cpu) runs with "
+          f"server and load generator on CPUs {ALL_CPUS}", "",
           "## Versions", ""]
     L += [f"- {k}: {val}" for k, val in v.items()]
     L += ["", "## Method", "",
@@ -643,8 +759,11 @@ def write_report(path, meta, summary, runs, apps, servers, transports):
           "- Order: for each app, for each transport, for each round, every server in turn "
           "(A B C … A B C …).",
           "- TCP on 127.0.0.1: `wrk -t1 -c50 -d<S>s --latency --timeout 10s` (c256 for sleep). "
-          "Unix socket: `oha --unix-socket PATH -z <S>s -c50` (c256 for sleep). wrk and oha "
-          "measure latency differently: compare servers within a table, not across tables.",
+          "Unix socket: `oha --unix-socket PATH -z <S>s -c50` (c256 for sleep). nginx → unix "
+          "socket: the same wrk against nginx 1 worker (on the load generator's CPU) proxying "
+          "to the server's unix socket with a keep-alive upstream (64 connections), the "
+          "deployment of Gunicorn's guide. wrk and oha measure latency differently: compare "
+          "servers within a table, not across tables.",
           "- Every server's response was checked (status 200, exact body) before it was timed. "
           "A run with socket errors or non-2xx responses is invalid; medians use the valid rounds "
           "(column *valid*) and fall back to all rounds, marked ⚠, when none is valid.",
@@ -666,8 +785,8 @@ def write_report(path, meta, summary, runs, apps, servers, transports):
     for a in apps:
         L += ["", f"## {a} — {APPS[a]['what']}", ""]
         for t in transports:
-            tool = "wrk" if t == "tcp" else "oha"
-            L += [f"**{'TCP' if t == 'tcp' else 'unix socket'}** ({tool}, c{APPS[a]['conns']})", "",
+            tool = {"tcp": "wrk", "unix": "oha", "nginx-unix": "wrk → nginx"}[t]
+            L += [f"**{TRANSPORT_NAMES[t]}** ({tool}, c{APPS[a]['conns']})", "",
                   "| server | req/s (median) | p50 | p99 | ferricorn ÷ server | valid |",
                   "|---|---:|---:|---:|---:|---:|"]
             for s in servers:
@@ -703,9 +822,9 @@ def write_report(path, meta, summary, runs, apps, servers, transports):
         xs = [r["startup_ms"] for r in runs if r["server"] == s and r.get("startup_ms") is not None]
         if xs:
             L.append(f"| {s} | {statistics.median(xs):.0f} | {min(xs):.0f} | {max(xs):.0f} | {len(xs)} |")
-    L += ["", "## Targets (TCP / wrk medians of this run)", "",
+    L += ["", "## Targets (medians of this run; TCP unless named)", "",
           "| target | measured | verdict |", "|---|---|---|"]
-    L += [f"| {a} | {b} | {c} |" for a, b, c in evaluate_targets(summary)]
+    L += [f"| {a} | {b} | {c} |" for a, b, c in evaluate_targets(summary, runs)]
     L += ["", "## Notes", "",
           "- bjoern and gunicorn sync serve one request at a time: on the sleep app they are "
           "bounded by 100 req/s, whatever the concurrency.",
@@ -734,7 +853,8 @@ def main():
     ap.add_argument("--warmup", type=float, help="seconds of warm-up load per run (default 1)")
     ap.add_argument("--only", help="apps, comma-separated: " + ",".join(APPS))
     ap.add_argument("--servers", help="servers, comma-separated: " + ",".join(SERVERS))
-    ap.add_argument("--transports", default="tcp,unix", help="tcp,unix (default both)")
+    ap.add_argument("--transports", default=",".join(TRANSPORTS),
+                    help=",".join(TRANSPORTS) + " (default all)")
     ap.add_argument("--oha", default=os.path.join(BENCH, ".tools", "bin", "oha"))
     ap.add_argument("--wrk", default="wrk")
     ap.add_argument("--out", default=os.path.join(BENCH, "RESULTS.md"))
@@ -759,12 +879,16 @@ def main():
         return [x for x in known if x in chosen]
 
     apps = pick(args.only, APPS, "app")
-    servers = pick(args.servers, SERVERS, "server")
-    transports = pick(args.transports, ["tcp", "unix"], "transport")
+    servers = pick(args.servers or ",".join(DEFAULT_SERVERS), SERVERS, "server")
+    transports = pick(args.transports, TRANSPORTS, "transport")
     tools = {"wrk": shutil.which(args.wrk) or args.wrk, "oha": shutil.which(args.oha) or args.oha}
-    for need in ([tools["wrk"]] if "tcp" in transports else []) + (
+    if "nginx-unix" in transports:
+        tools["nginx"] = shutil.which("nginx") or "/usr/sbin/nginx"
+    for need in ([tools["wrk"]] if {"tcp", "nginx-unix"} & set(transports) else []) + (
             [tools["oha"]] if "unix" in transports else []) + (
-            [FERRICORN] if "ferricorn" in servers else []):
+            [tools["nginx"]] if "nginx-unix" in transports else []) + (
+            [FERRICORN] if any(x.startswith("ferricorn") for x in servers) else []) + (
+            [RUST_HELLO] if "rust-hello" in servers else []):
         if not (os.path.isfile(need) and os.access(need, os.X_OK)):
             sys.exit(f"driver: {need} not found (run bench/run.sh, which installs it)")
 
@@ -774,10 +898,14 @@ def main():
     logdir = os.path.join(BENCH, ".logs", stamp)
     os.makedirs(logdir, exist_ok=True)
     checks = _expected()
-    total = len(apps) * len(transports) * args.rounds * len(servers)
+    def runs_app(server, app):
+        return app in ONLY_APPS.get(server, {app})
+
+    total = len(transports) * args.rounds * sum(
+        runs_app(sv, a) for a in apps for sv in servers)
     est = total * (args.duration + args.warmup + 2)
-    print(f"driver: {total} runs ({len(servers)} servers × {len(apps)} apps × {len(transports)} "
-          f"transports × {args.rounds} rounds), about {est / 60:.0f} min; logs in {logdir}",
+    print(f"driver: {total} runs ({len(servers)} servers, {len(apps)} apps, {len(transports)} "
+          f"transports, {args.rounds} rounds), about {est / 60:.0f} min; logs in {logdir}",
           flush=True)
     runs = []
     started = time.time()
@@ -793,6 +921,8 @@ def main():
             for transport in transports:
                 for rnd in range(1, args.rounds + 1):
                     for server in servers:
+                        if not runs_app(server, app):
+                            continue
                         n += 1
                         rec = one_run(server, app, transport, rnd, load, checks, args, tmp, logdir)
                         runs.append(rec)

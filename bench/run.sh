@@ -2,7 +2,7 @@
 # The benchmark suite in one command: installs what it needs, builds ferricorn, runs the matrix
 # (bench/driver.py) and writes bench/RESULTS.md and bench/results.json.
 #
-#   bench/run.sh                  # full run: 3 rounds of 10 s (about an hour on 2 cores)
+#   bench/run.sh                  # full run: 3 rounds of 10 s (about 1.5 hours on 2 cores)
 #   bench/run.sh --quick          # smoke run: 1 round of 3 s
 #   bench/run.sh --rounds 5 --duration 15 --only hello,json4k --servers ferricorn,granian
 #   bench/run.sh slowclient       # the slow-client scenario (bench/slowclient.py) instead
@@ -30,6 +30,7 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v taskset >/dev/null || need+=(util-linux)
 [ -e /usr/include/ev.h ] || need+=(libev-dev)
 command -v cc >/dev/null || need+=(gcc)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 if [ "${#need[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -55,8 +56,9 @@ if [ ! -x bench/.tools/bin/oha ]; then
 fi
 bench/.tools/bin/oha --version
 
-log "ferricorn (release build)"
+log "ferricorn and the plain Rust hello server (release build)"
 cargo build --release
+cargo build --release --example rust_hello
 target/release/ferricorn --version
 
 if [ "${1:-}" = slowclient ]; then
