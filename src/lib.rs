@@ -19,6 +19,7 @@ pub mod http;
 pub mod ipc;
 pub mod logging;
 pub mod master;
+pub mod metrics;
 pub mod notify;
 pub mod pidfile;
 pub mod privileges;

@@ -16,17 +16,17 @@ use pyo3::prelude::*;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::busy::Busy;
 use crate::coalesce::Coalesced;
 use crate::config::Config;
 use crate::http::dispatch::ConnInfo;
 use crate::http::{Limits, Shared};
 use crate::ipc::{self, Msg};
 use crate::logging::access::AccessLog;
-use crate::busy::Busy;
-use crate::wsgi::pool::Pool;
 use crate::privileges::Identity;
 use crate::proxy::Peer;
 use crate::sockets::{Listener, LocalAddr};
+use crate::wsgi::pool::Pool;
 use crate::wsgi::{WsgiApp, WsgiDispatch};
 
 /// What a worker's connections share.
@@ -157,8 +157,12 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
         return EXIT_BOOT_ERROR;
     }
     install_faulthandler();
+    let import_start = std::time::Instant::now();
     let app = match crate::python::load_app(cfg.app_spec()) {
-        Ok(a) => a,
+        Ok(a) => {
+            crate::metrics::app_imported(import_start.elapsed());
+            a
+        }
         Err(e) => {
             if e.traceback.is_empty() {
                 tracing::error!("Exception in worker process: {}", e.reason);
@@ -208,6 +212,7 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     let mut shared = Shared::new(dispatch, limits(cfg), cfg.forwarded());
     shared.access = access;
     shared.max_requests = max_requests;
+    shared.health_path = cfg.health_path.as_ref().map(|p| p.as_bytes().into());
     let service = Arc::new(shared);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -391,6 +396,14 @@ async fn serve(
     for a in accepts {
         a.abort();
         let _ = a.await;
+    }
+    // This process's own references to the listening sockets (inherited from the master) go
+    // too: while any process holds one, the kernel keeps completing connections into its
+    // backlog that no one will accept, and they are reset only when the last worker exits.
+    // (Never used again here, and never closed twice: a worker leaves through `_exit`.)
+    for l in listeners {
+        // SAFETY: closing a descriptor this process inherited and no longer uses.
+        unsafe { libc::close(l.raw_fd()) };
     }
     tokio::select! {
         _ = conns.drained() => {}

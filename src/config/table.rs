@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{DEFAULT_ACCESS_LOG_FORMAT, DEFAULT_LIMIT_REQUEST_BODY};
 use super::args::{add_arg, read_items};
 use super::compat::{
     accept_comma_string, header_map, http_protocols, http2_cleartext, logger_class, port_bind,
@@ -19,6 +18,7 @@ use super::spec::{Hook, Shape, Spec, Verdict};
 use super::value::{
     LogLevel, ProxyProtocol, Resolve, Value, env_value, one_of, parse_umask, range,
 };
+use super::{DEFAULT_ACCESS_LOG_FORMAT, DEFAULT_LIMIT_REQUEST_BODY};
 use crate::proxy::ForwardedAllowIps;
 use crate::sockets::BindAddr;
 
@@ -147,7 +147,8 @@ settings! {
     }
 
     /// Access log format, with Gunicorn's atoms: h l u t r m U q H s B b f a T M D L p
-    /// {header}i {header}o {var}e, each as %(X)s.
+    /// {header}i {header}o {var}e, each as %(X)s; or json (one object per line, with the
+    /// journald fields' names).
     setting access_log_format: String = Some(DEFAULT_ACCESS_LOG_FORMAT.into()) => String {
         section: Logging, long: Some("access-log-format"), aliases: &["access-logformat"],
         value_name: "FORMAT", default_doc: Some("Gunicorn's"),
@@ -163,6 +164,26 @@ settings! {
     setting log_level: LogLevel = Some(LogLevel::Info) => LogLevel {
         section: Logging, long: Some("log-level"), value_name: "LEVEL", gunicorn: As("loglevel"),
     }
+
+    // -- issue 17 (fleet): JSON logs and Prometheus metrics --
+
+    /// Error log format: text (Gunicorn's lines) or json (one object per line: timestamp,
+    /// level, message, PID), when the error log is not journald.
+    setting log_format: String = Some("text".into()) => String {
+        section: Logging, long: Some("log-format"), value_name: "FORMAT", gunicorn: No,
+    }
+    check |v| one_of(v, &["text", "json"]);
+
+    /// Serve Prometheus metrics on this address (HOST:PORT, [IPV6]:PORT or unix:PATH), from
+    /// the master, at /metrics.
+    setting metrics_bind: BindAddr = None => Option<BindAddr> {
+        section: Logging, long: Some("metrics-bind"), value_name: "ADDRESS", gunicorn: No,
+        default_doc: Some("off"),
+    }
+    check |v| match v {
+        BindAddr::Fd(_) => Err("takes HOST:PORT, [IPV6]:PORT or unix:PATH, not fd://".into()),
+        _ => Ok(()),
+    };
 
     /// Send the app's stdout and stderr to the error log file.
     setting capture_output: bool = Some(false) => bool {
@@ -629,6 +650,18 @@ settings! {
     }
     check |v| one_of(v, &["auto", "fast", "python"]);
 
+    /// A path ferricorn answers itself, for load balancers and orchestrators (never passed to
+    /// the app): 200 while serving, 503 once the server is stopping (after TERM).
+    setting health_path: String = None => Option<String> {
+        section: ServerMechanics, long: Some("health-path"), value_name: "PATH", gunicorn: No,
+        default_doc: Some("off"),
+    }
+    check |v| if v.starts_with('/') && !v.contains(['?', '#', ' ']) {
+        Ok(())
+    } else {
+        Err(format!("'{v}' is not a path: it must start with '/' and have no query"))
+    };
+
     /// Virtualenv whose packages the app imports.
     setting virtualenv: PathBuf = None => Option<PathBuf> {
         section: ServerMechanics, long: Some("virtualenv"), value_name: "DIR",
@@ -710,6 +743,13 @@ settings! {
         section: WorkerProcesses, long: Some("graceful-timeout"), value_name: "SECONDS",
     }
     check |v| range(*v, 0, 86400 * 365);
+
+    /// Seconds between TERM and stopping to accept, while --health-path answers 503 (so a load
+    /// balancer or an orchestrator stops sending first); then the graceful stop.
+    setting drain_delay: u64 = Some(0) => u64 {
+        section: WorkerProcesses, long: Some("drain-delay"), value_name: "SECONDS", gunicorn: No,
+    }
+    check |v| range(*v, 0, 3600);
 
     /// Seconds an idle keep-alive connection is kept open (also the time a client has to send
     /// a request head); 0 disables keep-alive.

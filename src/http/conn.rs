@@ -61,6 +61,8 @@ pub struct Shared<D> {
     pub retire: Notify,
     /// The worker is stopping: responses carry `Connection: close`.
     pub draining: AtomicBool,
+    /// `--health-path`, answered here (see [`super::health`]).
+    pub health_path: Option<Box<[u8]>>,
 }
 
 impl<D> Shared<D> {
@@ -75,6 +77,7 @@ impl<D> Shared<D> {
             max_requests: 0,
             retire: Notify::new(),
             draining: AtomicBool::new(false),
+            health_path: None,
         }
     }
 }
@@ -91,6 +94,8 @@ enum NoHead {
 struct Done {
     status: u16,
     sent: u64,
+    /// Request body bytes read.
+    received: u64,
     keep: bool,
     /// The app's head (for `{header}o`) and `{var}e` values.
     resp: Option<response::ResponseHead>,
@@ -102,6 +107,7 @@ impl Done {
         Done {
             status,
             sent: 0,
+            received: 0,
             keep,
             resp: None,
             log_vars: Vec::new(),
@@ -115,6 +121,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     D: Dispatch,
 {
+    let _open = crate::metrics::Gauge::hold(crate::metrics::Held::Connection);
     let mut rbuf = BytesMut::with_capacity(8192);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut first = true;
@@ -140,6 +147,16 @@ where
                 break;
             }
         };
+        if super::health::wanted(shared.health_path.as_deref(), &head) {
+            let keep = head.keep_alive
+                && shared.limits.keep_alive.is_some()
+                && !shared.draining.load(Ordering::Relaxed);
+            if super::health::answer(&head, keep, &mut out) {
+                continue;
+            }
+            break;
+        }
+        crate::metrics::request_started();
         let (done, upgrade) = exchange(&mut io, &mut rbuf, &mut out, &shared, &info, &head).await;
         shared_finished(&shared, &info, &head, &done, start);
         if let Some(up) = upgrade {
@@ -166,6 +183,7 @@ where
 /// Logs a refused request once, at warning level, with the peer and the reason.
 fn reject<D>(shared: &Shared<D>, info: &ConnInfo, head: Option<&Head>, r: &Reject) {
     let _ = shared;
+    crate::metrics::rejected(r.status);
     let peer = match info.peer {
         crate::proxy::Peer::Tcp(a) => a.to_string(),
         crate::proxy::Peer::Unix => "unix socket".to_string(),
@@ -355,7 +373,10 @@ where
             }
         };
         let mut none: Option<Pump<'_, tokio::io::Empty>> = None;
-        return write_outcome(io, out, outcome, head, keep_wanted, &mut none, info).await;
+        let (mut done, up) =
+            write_outcome(io, out, outcome, head, keep_wanted, &mut none, info).await;
+        done.received = dec.decoded;
+        return (done, up);
     }
 
     // Streaming: the app reads the body while the connection keeps reading it.
@@ -459,6 +480,7 @@ where
     if done.keep && !p.finish().await {
         done.keep = false;
     }
+    done.received = p.dec.decoded;
     (done, up)
 }
 
@@ -1041,6 +1063,7 @@ where
         Done {
             status,
             sent,
+            received: 0,
             keep,
             resp: Some(rh),
             log_vars,
@@ -1086,9 +1109,30 @@ fn shared_finished<D>(
             duration: start.elapsed(),
         });
     }
+    crate::metrics::request_finished(
+        method_class(head.method),
+        done.status,
+        done.received,
+        done.sent,
+        start,
+    );
     let n = shared.requests.fetch_add(1, Ordering::Relaxed) + 1;
     if shared.max_requests > 0 && n == shared.max_requests {
         shared.retire.notify_one();
+    }
+}
+
+/// A method's index in the metrics' method labels (`crate::metrics::shared::METHODS`).
+fn method_class(m: Method) -> usize {
+    match m {
+        Method::Get => 0,
+        Method::Head => 1,
+        Method::Post => 2,
+        Method::Put => 3,
+        Method::Delete => 4,
+        Method::Options => 5,
+        Method::Connect => 6,
+        Method::Other => 7,
     }
 }
 

@@ -9,6 +9,7 @@
 //! | [`conn`] | one connection: keep-alive, pipelining, timeouts, drain, `100-continue` |
 //! | [`response`] | response heads from the app, framing |
 //! | [`errors`] | responses the server makes itself |
+//! | [`health`] | `--health-path`, answered without the app |
 //! | [`stream`] | the bounded channel a streamed response flows through |
 //! | [`dispatch`] | the seam an application interface (WSGI, later ASGI) implements |
 //! | [`date`] | the `Date` header |
@@ -18,6 +19,7 @@ pub mod conn;
 pub mod date;
 pub mod dispatch;
 pub mod errors;
+pub mod health;
 pub mod limits;
 pub mod parse;
 pub mod response;

@@ -78,7 +78,7 @@ pub fn run(cfg: Config, mut s: Startup) -> i32 {
         },
         None => None,
     };
-    let listeners = match listeners::open_at_start(&cfg, identity.as_ref()) {
+    let (listeners, handed_metrics) = match listeners::open_at_start(&cfg, identity.as_ref()) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("{e}");
@@ -116,6 +116,28 @@ pub fn run(cfg: Config, mut s: Startup) -> i32 {
             return 1;
         }
     };
+    let python = crate::python::venv::runtime_version_full();
+    let python = python.split_whitespace().next().unwrap_or("").to_string();
+    let book = match crate::metrics::Book::new(cfg.metrics_bind.is_some(), python) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("cannot map the memory shared with the workers: {e}");
+            return 1;
+        }
+    };
+    let metrics = match open_metrics(&cfg, handed_metrics, s.predecessor.is_some()) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("{e}");
+            for l in listeners {
+                l.close_and_unlink();
+            }
+            if let Some(p) = pidfile {
+                p.remove();
+            }
+            return 1;
+        }
+    };
     crate::proctitle::set(&format!("ferricorn: master [{}]", cfg.proc_name()));
     let systemd = announce::Announcer::new(std::mem::take(&mut s.notify));
     let first = generation::Generation::first(cfg, identity, &listeners, &s.env_applied);
@@ -125,6 +147,49 @@ pub fn run(cfg: Config, mut s: Startup) -> i32 {
         rx,
         tx,
         pidfile,
+        book,
+        metrics,
     };
     arbiter::Master::new(s, first, opened, systemd).run()
+}
+
+/// `HOST:0` (any port) matches a listener on that host: the predecessor's kernel-chosen port.
+fn any_port_of(bind: &crate::sockets::BindAddr, l: &crate::sockets::Listener) -> bool {
+    match (bind, &l.local) {
+        (crate::sockets::BindAddr::Tcp { host, port: 0 }, crate::sockets::LocalAddr::Tcp(a)) => {
+            host.parse::<std::net::IpAddr>().ok() == Some(a.ip())
+        }
+        _ => false,
+    }
+}
+
+/// The `--metrics-bind` listener: the one the master this one upgrades from handed over when
+/// it is the configured address (served only once this master takes over), else bound now.
+fn open_metrics(
+    cfg: &Config,
+    handed: Option<crate::sockets::Listener>,
+    upgrading: bool,
+) -> Result<Option<crate::metrics::Endpoint>, String> {
+    let Some(bind) = &cfg.metrics_bind else {
+        if let Some(l) = handed {
+            tracing::info!(
+                "Closing the metrics listener {} (no --metrics-bind)",
+                l.local
+            );
+        }
+        return Ok(None);
+    };
+    match handed {
+        Some(l) if l.matches(bind) || any_port_of(bind, &l) => {
+            let mut e = crate::metrics::Endpoint::adopt(l)
+                .map_err(|e| format!("--metrics-bind {bind}: {e}"))?;
+            e.active = !upgrading;
+            Ok(Some(e))
+        }
+        other => {
+            // Dropped, not unlinked: the previous master still answers on it until it leaves.
+            drop(other);
+            crate::metrics::Endpoint::open(bind).map(Some)
+        }
+    }
 }

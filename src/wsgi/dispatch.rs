@@ -10,10 +10,10 @@ use std::sync::Arc;
 use pyo3::Python;
 use tokio::sync::{Semaphore, oneshot};
 
-use super::{Called, WsgiApp};
-use crate::http::dispatch::{Body, Dispatch, Outcome, Request};
 use super::pool::{Job, Pool};
+use super::{Called, WsgiApp};
 use crate::busy::Busy;
+use crate::http::dispatch::{Body, Dispatch, Outcome, Request};
 
 pub struct WsgiDispatch {
     pub app: Arc<WsgiApp>,
@@ -27,8 +27,16 @@ pub struct WsgiDispatch {
 
 impl Dispatch for WsgiDispatch {
     async fn call(&self, req: Request) -> Outcome {
-        let Ok(permit) = self.slots.clone().acquire_owned().await else {
-            return Outcome::Failed;
+        // Waiting for a Python thread counts as queued (in the metrics) only when it waits.
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let _queued = crate::metrics::Gauge::hold(crate::metrics::Held::PythonQueued);
+                let Ok(p) = self.slots.clone().acquire_owned().await else {
+                    return Outcome::Failed;
+                };
+                p
+            }
         };
         let (tx, rx) = oneshot::channel();
         if self.inline && !matches!(req.body, Body::Stream(_)) {
