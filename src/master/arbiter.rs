@@ -691,6 +691,12 @@ impl Master {
         };
         match Reload::begin(&now) {
             Ok(r) => {
+                if r.generation.cfg.metrics_bind != self.current.cfg.metrics_bind {
+                    tracing::warn!(
+                        "--metrics-bind changed: the master keeps its metrics listener until \
+                         it restarts (or USR2 starts a new one)"
+                    );
+                }
                 tracing::info!(
                     "Starting generation {}: {} worker(s)",
                     r.generation.number,
