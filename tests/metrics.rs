@@ -271,3 +271,39 @@ fn metrics_are_off_by_default_and_fd_is_refused() {
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("metrics-bind"), "{}", out.stderr);
 }
+
+/// A refused reload and an upgrade whose new master dies are counted as failed, by the master
+/// that keeps serving.
+#[test]
+fn failed_reloads_and_upgrades_are_counted() {
+    let b = ferricorn();
+    let conf = b.tmp_path().join("ferricorn.toml");
+    std::fs::write(&conf, "workers = 1\n").unwrap();
+    let s = b
+        .args(["-c", conf.to_str().unwrap()])
+        .args(["-b", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"])
+        .arg("fleet:app")
+        .cwd(apps())
+        .spawn();
+    s.wait_ready(T);
+    let m = metrics_addr(&s);
+    std::fs::write(&conf, "workers = 0\n").unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_for_stderr("Reload failed", T);
+    // The new master reads the same broken file and exits at once.
+    s.signal(libc::SIGUSR2);
+    s.wait_for_stderr("Upgrade failed", T);
+    let got = scrape(&m);
+    assert_eq!(
+        value(&got, "ferricorn_reloads_total{result=\"failed\"}"),
+        1.0,
+        "{got:#?}"
+    );
+    assert_eq!(value(&got, "ferricorn_reloads_total{result=\"ok\"}"), 0.0);
+    assert_eq!(
+        value(&got, "ferricorn_upgrades_total{result=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(value(&got, "ferricorn_upgrades_total{result=\"ok\"}"), 0.0);
+    assert_eq!(get(&s.addr(), "/").unwrap().status, 200);
+}
