@@ -85,7 +85,8 @@ def main():
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection(host, port, timeout=15)
-                conn.request("GET", a.path)
+                # The phase in the query: the balancers' logs tell which phase a request was.
+                conn.request("GET", f"{a.path}&phase={phase.replace(':', '-')}")
                 r = conn.getresponse()
                 r.read()
                 if r.status == 200:
@@ -115,6 +116,9 @@ def main():
                 want = f.read().strip()
         except FileNotFoundError:
             want = "pause"
+        if not want:
+            # Never half a phase name (the scenario renames the file into place; belt and braces).
+            want = last or "pause"
         if want != last:
             with lock:
                 state["budget"] = int(want.split(":", 1)[1]) if want.startswith("count:") else 0

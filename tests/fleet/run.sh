@@ -72,7 +72,7 @@ stop_all() {
     [ -n "$p" ] && wait_for 15 gone "$p" || true
   done
 }
-trap 'stop_all; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'stop_all; wait 2>/dev/null; [ -n "${FLEET_KEEP:-}" ] || rm -rf "$WORK"' EXIT
 
 # ---- the hosts ------------------------------------------------------------------------------
 for i in 0 1 2; do start_host "$i"; done
@@ -88,7 +88,8 @@ pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log warn;
 events { worker_connections 1024; }
 http {
-    access_log off;
+    log_format fleet '\$request_uri|\$upstream_addr|\$upstream_status';
+    access_log $WORK/nginx/access.log fleet;
     client_body_temp_path $WORK/nginx/body;
     proxy_temp_path $WORK/nginx/proxy;
     fastcgi_temp_path $WORK/nginx/fastcgi;
@@ -123,8 +124,11 @@ if command -v haproxy >/dev/null; then
   cat >"$WORK/haproxy.cfg" <<EOF
 global
     maxconn 1000
+    log stdout format raw local0
 defaults
     mode http
+    log global
+    log-format "%HU|%rc|%ST|%s|%tsc"
     timeout connect 1s
     timeout client 15s
     timeout server 15s
@@ -143,7 +147,8 @@ backend fleet
     server h12 ${HOSTS[1]}:$APP_PORT check
     server h13 ${HOSTS[2]}:$APP_PORT check
 EOF
-  haproxy -D -p "$WORK/haproxy.pid" -f "$WORK/haproxy.cfg"
+  haproxy -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+  echo $! >"$WORK/haproxy.pid"
   targets+=(--target "haproxy=http://127.0.0.1:$HAPROXY_PORT")
   say "HAProxy $(haproxy -v | head -1 | awk '{print $3}') on 127.0.0.1:$HAPROXY_PORT (health checks on /healthz every 200 ms)"
 else
@@ -156,7 +161,7 @@ fi
 
 # ---- the load -------------------------------------------------------------------------------
 CONTROL=$WORK/phase ACK=$WORK/ack SUMMARY=$WORK/summary.json
-phase() { echo "$1" >"$CONTROL"; }
+phase() { echo "$1" >"$CONTROL.new" && mv "$CONTROL.new" "$CONTROL"; }  # atomically
 paused() { [ "$(cat "$ACK" 2>/dev/null)" = "$1" ]; }
 phase warmup
 python3 tests/fleet/load.py --control "$CONTROL" --ack "$ACK" --summary "$SUMMARY" \
@@ -204,7 +209,7 @@ sleep 0.5
 victim=1
 kill -KILL "$(pid_of $victim)"
 sleep 3
-say "killed the master of ${HOSTS[$victim]} (SIGKILL); nginx logged $(grep -c "upstream" "$WORK/nginx/error.log" 2>/dev/null || echo 0) upstream errors so far (each one a request it passed to the next host)"
+say "killed the master of ${HOSTS[$victim]} (SIGKILL)"
 phase recover
 # Its workers drain and exit (they die with their master); then it starts again.
 wait_for 30 bash -c "! pgrep -f 'worker \\[fleet-h$victim\\]' >/dev/null" || true
@@ -222,12 +227,34 @@ scrape_sum() {
   done
   echo "$sum"
 }
+snapshot() { # FILE: every host's request series
+  for ip in "${HOSTS[@]}"; do
+    curl -sf "http://$ip:$METRICS_PORT/metrics" | sed -n "s/^ferricorn_requests_total/$ip &/p"
+  done >"$1"
+}
 phase pause
 wait_for 30 paused pause || fail "the load did not pause"
 before=$(scrape_sum)
+snapshot "$WORK/before.txt"
 phase "count:$ACCOUNT_N"
 wait_for 60 paused "count:$ACCOUNT_N" || fail "the counted requests did not finish"
 after=$(scrape_sum)
+snapshot "$WORK/after.txt"
+# What the balancers passed on (their logs: one line per request, the upstreams tried in it).
+for p in restart kill; do
+  say "$p: nginx passed $(grep "phase=$p&\|phase=$p|" "$WORK/nginx/access.log" | grep -c ',' || true) requests on to another host after a failed attempt; \
+HAProxy retried $(grep "phase=$p|" "$WORK/haproxy.log" 2>/dev/null | awk -F'|' '$2 != "0"' | wc -l)"
+done
+say "the counted requests, as the balancers logged them: nginx $(count_in "$WORK/nginx/access.log" "phase=count") \
+(passed to a second host: $(grep "phase=count" "$WORK/nginx/access.log" | grep -c ',' || true)), \
+HAProxy $(count_in "$WORK/haproxy.log" "phase=count") \
+(retried: $(grep "phase=count" "$WORK/haproxy.log" 2>/dev/null | awk -F'|' '$2 != "0"' | wc -l))"
+if [ "$(( after - before ))" != "$ACCOUNT_N" ]; then
+  say "the series that moved:"
+  join -j1 <(awk '{print $1"|"$2, $3}' "$WORK/before.txt" | sort) \
+           <(awk '{print $1"|"$2, $3}' "$WORK/after.txt" | sort) \
+    | awk '$3 != $2 {print "  " $1, $2, "->", $3}'
+fi
 phase stop
 wait "$load_pid" || fail "the load client failed"
 load_pid=
@@ -252,6 +279,10 @@ for phase in ["warmup", "reload", "upgrade", "restart", "kill", "recover", f"cou
     if not summary.get(phase):
         print(f"{phase:<10} (no requests)")
         bad += 1
+known = {"warmup", "reload", "upgrade", "restart", "kill", "recover", f"count:{n}"}
+for phase in set(summary) - known:
+    print(f"  FAILED: requests under an unknown phase {phase!r}: {summary[phase]}")
+    bad += 1
 counted = summary.get(f"count:{n}", {})
 ok = sum(c["ok"] for c in counted.values())
 sent = sum(c["sent"] for c in counted.values())
