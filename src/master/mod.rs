@@ -56,6 +56,23 @@ pub struct Startup {
     pub env_applied: Vec<String>,
 }
 
+/// The signals the master handles.
+fn signal_set() -> SigSet {
+    let mut mask = SigSet::empty();
+    for sig in arbiter::SIGNALS {
+        mask.add(sig);
+    }
+    mask
+}
+
+/// Blocks the signals the master reads from its signalfd. Done before any Python code of the
+/// user's runs in the master (a config file, server hooks, `--preload`), so that every thread
+/// it starts inherits the mask and no signal is delivered to such a thread instead.
+pub fn block_signals() -> Result<(), String> {
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signal_set()), None)
+        .map_err(|e| format!("cannot block signals: {e}"))
+}
+
 /// Binds (or inherits) the listeners, forks the workers and supervises them until shutdown;
 /// returns the exit code.
 pub fn run(cfg: Config, mut s: Startup) -> i32 {
@@ -94,12 +111,9 @@ pub fn run(cfg: Config, mut s: Startup) -> i32 {
         cfg.threads,
         crate::python::describe_runtime()
     );
-    let mut mask = SigSet::empty();
-    for sig in arbiter::SIGNALS {
-        mask.add(sig);
-    }
-    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None) {
-        tracing::error!("cannot block signals: {e}");
+    let mask = signal_set();
+    if let Err(e) = block_signals() {
+        tracing::error!("{e}");
         return 1;
     }
     let sigfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
