@@ -9,6 +9,9 @@ fn main() {
     pyo3_build_config::use_pyo3_cfgs();
     // A no-op when building the extension module (nothing links libpython then).
     pyo3_build_config::add_libpython_rpath_link_args();
+    // `Py_3_N` cfgs (stream `http`: a private CPython symbol is used only where exported).
+    pyo3_build_config::print_expected_cfgs();
+    pyo3_build_config::use_pyo3_cfgs();
     let cfg = pyo3_build_config::get();
     let version = format!("{}.{}", cfg.version().major, cfg.version().minor);
     println!("cargo:rustc-env=FERRICORN_PYTHON_VERSION={version}");

@@ -5,8 +5,10 @@
 #   bench/run.sh                  # full run: 3 rounds of 10 s (about an hour on 2 cores)
 #   bench/run.sh --quick          # smoke run: 1 round of 3 s
 #   bench/run.sh --rounds 5 --duration 15 --only hello,json4k --servers ferricorn,granian
+#   bench/run.sh slowclient       # the slow-client scenario (bench/slowclient.py) instead
 #
-# Every option is passed to bench/driver.py (see `python3 bench/driver.py --help`).
+# Every option is passed to bench/driver.py (see `python3 bench/driver.py --help`), or after
+# `slowclient` to bench/slowclient.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,5 +59,10 @@ log "ferricorn (release build)"
 cargo build --release
 target/release/ferricorn --version
 
+if [ "${1:-}" = slowclient ]; then
+  shift
+  log "slow-client scenario"
+  exec python3 bench/slowclient.py "$@"
+fi
 log "benchmark"
 exec python3 bench/driver.py "$@"

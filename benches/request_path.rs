@@ -1,7 +1,8 @@
-//! Micro-benchmark of the per-request Python path: environ built from a `wsgi::Request`, the app
-//! called with `start_response`, the response collected (`WsgiApp::call`, as `http.rs` runs it
-//! for `--threads 1`). No sockets, no hyper: a regression in environ building, the call or the
-//! response conversion shows up here without a load test.
+//! Micro-benchmark of the per-request path without sockets: the request head parsed
+//! (`http::parse`), the environ built from it, the app called with `start_response`, the
+//! response collected (`WsgiApp::call`, as the WSGI dispatch runs it for `--threads 1`). A
+//! regression in parsing, environ building, the call or the response conversion shows up here
+//! without a load test.
 //!
 //! `cargo bench --bench request_path` (add `-- --quick` for a short run). The apps are the load
 //! test's, from `bench/apps/`.
@@ -9,14 +10,16 @@
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ferricorn::config::{Layer, Sources};
+use ferricorn::http::dispatch::{Body, BodyChunk, ConnInfo, Outcome, Reply, ReplyBody, Request};
+use ferricorn::http::{Limits, parse};
 use ferricorn::proxy::Peer;
 use ferricorn::sockets::LocalAddr;
-use ferricorn::wsgi::{Body, Called, Reply, Request, WsgiApp};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
+use ferricorn::wsgi::{Called, WsgiApp};
 use pyo3::prelude::*;
 
 const ECHO_LEN: usize = 64 * 1024;
@@ -47,56 +50,55 @@ fn load(modules: &[&str]) -> Vec<WsgiApp> {
 }
 
 /// What a browser sends, more or less: eight headers.
-fn browser_headers() -> HeaderMap {
-    let mut h = HeaderMap::new();
-    for (k, v) in [
-        ("host", "127.0.0.1:8000"),
-        (
-            "user-agent",
-            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-        ),
-        (
-            "accept",
-            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-        ),
-        ("accept-language", "en-US,en;q=0.5"),
-        ("accept-encoding", "gzip, deflate, br, zstd"),
-        ("connection", "keep-alive"),
-        (
-            "cookie",
-            "sessionid=4f2a9c1e7b3d4e5f8a6b0c1d2e3f4a5b; csrftoken=Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2",
-        ),
-        ("upgrade-insecure-requests", "1"),
-    ] {
-        h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+const BROWSER_HEADERS: &str = "Host: 127.0.0.1:8000\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
+Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n\
+Accept-Language: en-US,en;q=0.5\r\n\
+Accept-Encoding: gzip, deflate, br, zstd\r\n\
+Connection: keep-alive\r\n\
+Cookie: sessionid=4f2a9c1e7b3d4e5f8a6b0c1d2e3f4a5b; csrftoken=Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2\r\n\
+Upgrade-Insecure-Requests: 1\r\n";
+
+fn limits() -> Limits {
+    Limits {
+        line: 4094,
+        fields: 100,
+        field_size: 8190,
+        body: 1 << 20,
+        header_timeout: Duration::from_secs(5),
+        keep_alive: Some(Duration::from_secs(2)),
+        body_timeout: Duration::from_secs(20),
+        body_min_rate: 500,
     }
-    h
 }
 
-fn request(method: Method, headers: &HeaderMap, body: Body, local: &Arc<LocalAddr>) -> Request {
+/// The raw head of a request.
+fn raw_head(method: &str, extra: &str) -> Bytes {
+    Bytes::from(format!(
+        "{method} / HTTP/1.1\r\n{BROWSER_HEADERS}{extra}\r\n"
+    ))
+}
+
+fn request(raw: &Bytes, body: Body, conn: &Arc<ConnInfo>) -> Request {
+    let head = parse::parse(raw.clone(), &limits()).expect("a valid head");
     Request {
-        method,
-        target: "/".into(),
-        version: Version::HTTP_11,
-        headers: headers.clone(),
+        head: Arc::new(head),
         body,
-        peer: Peer::Tcp("127.0.0.1:54321".parse().expect("addr")),
-        remote: ferricorn::wsgi::environ::Remote::of(Peer::Tcp(
-            "127.0.0.1:54321".parse().expect("addr"),
-        )),
-        local: local.clone(),
+        conn: conn.clone(),
         scheme: "http",
     }
 }
 
-/// Calls the app once and returns (status, body length, body).
+/// Calls the app once and returns (status, body).
 fn call(app: &WsgiApp, req: Request) -> (u16, Vec<Bytes>) {
     Python::attach(|py| match app.call(py, req) {
-        Called::Done(Reply::Complete { head, body, .. }) => (head.status, body),
-        Called::Done(Reply::Failed) => panic!("the app failed"),
-        Called::Done(Reply::Stream { .. }) | Called::Iterate(_) => {
-            panic!("expected a complete (list) response")
-        }
+        Called::Done(Outcome::Reply(Reply {
+            head,
+            body: ReplyBody::Full(body),
+            ..
+        })) => (head.status, body),
+        Called::Done(Outcome::Failed) => panic!("the app failed"),
+        _ => panic!("expected a complete (list) response"),
     })
 }
 
@@ -104,66 +106,63 @@ fn concat(body: &[Bytes]) -> Vec<u8> {
     body.iter().flat_map(|b| b.iter().copied()).collect()
 }
 
+fn full(b: &Bytes) -> Body {
+    Body::Full(BodyChunk {
+        data: b.clone(),
+        held: None,
+    })
+}
+
 fn bench(c: &mut Criterion) {
     let apps = load(&["hello", "json4k", "echo"]);
     let (hello, json4k, echo) = (&apps[0], &apps[1], &apps[2]);
-    let headers = browser_headers();
     let local = Arc::new(LocalAddr::Tcp("127.0.0.1:8000".parse().expect("addr")));
+    let conn = Arc::new(ConnInfo::new(
+        Peer::Tcp("127.0.0.1:54321".parse().expect("addr")),
+        local,
+    ));
     let echo_body = Bytes::from(
         (0..ECHO_LEN)
             .map(|i| (i * 7 + 3) as u8)
             .collect::<Vec<u8>>(),
     );
-    let mut post_headers = headers.clone();
-    post_headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
+    let get = raw_head("GET", "");
+    let post = raw_head(
+        "POST",
+        &format!("Content-Type: application/octet-stream\r\nContent-Length: {ECHO_LEN}\r\n"),
     );
-    post_headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(ECHO_LEN));
 
     // Correctness once, outside the measured loops.
-    let (status, body) = call(hello, request(Method::GET, &headers, Body::Empty, &local));
+    let (status, body) = call(hello, request(&get, Body::Empty, &conn));
     assert_eq!((status, concat(&body)), (200, b"Hello, World!".to_vec()));
-    let (status, body) = call(json4k, request(Method::GET, &headers, Body::Empty, &local));
+    let (status, body) = call(json4k, request(&get, Body::Empty, &conn));
     assert_eq!((status, concat(&body).len()), (200, 4096));
-    let (status, body) = call(
-        echo,
-        request(
-            Method::POST,
-            &post_headers,
-            Body::Mem(echo_body.clone()),
-            &local,
-        ),
-    );
+    let (status, body) = call(echo, request(&post, full(&echo_body), &conn));
     assert_eq!(status, 200);
     assert!(concat(&body) == echo_body[..], "echo body differs");
 
     let mut g = c.benchmark_group("request_path");
     g.throughput(Throughput::Elements(1));
+    g.bench_function("parse_head", |b| {
+        b.iter(|| black_box(parse::parse(get.clone(), &limits()).expect("head")))
+    });
     g.bench_function("hello", |b| {
         b.iter_batched(
-            || request(Method::GET, &headers, Body::Empty, &local),
+            || request(&get, Body::Empty, &conn),
             |req| black_box(call(hello, req)),
             BatchSize::SmallInput,
         )
     });
     g.bench_function("json4k", |b| {
         b.iter_batched(
-            || request(Method::GET, &headers, Body::Empty, &local),
+            || request(&get, Body::Empty, &conn),
             |req| black_box(call(json4k, req)),
             BatchSize::SmallInput,
         )
     });
     g.bench_function("echo_64k", |b| {
         b.iter_batched(
-            || {
-                request(
-                    Method::POST,
-                    &post_headers,
-                    Body::Mem(echo_body.clone()),
-                    &local,
-                )
-            },
+            || request(&post, full(&echo_body), &conn),
             |req| black_box(call(echo, req)),
             BatchSize::SmallInput,
         )

@@ -344,8 +344,8 @@ def route_headers(environ, start_response):
 
 
 def route_hop_by_hop(environ, start_response):
-    # Deliberately broken: apps must not set hop-by-hop headers (PEP 3333),
-    # the server is expected to answer 500 instead.
+    # Deliberately broken: apps must not set hop-by-hop headers (PEP 3333);
+    # the server drops the header (honouring its "close"), as Gunicorn does.
     return _respond(start_response, b"should not be sent\n",
                     extra_headers=[("Connection", "close")])
 

@@ -1,12 +1,13 @@
 //! ferricorn: a systemd-native application server for Python WSGI apps.
 //!
 //! Process model (see README "Architecture"): a single-threaded `master` binds the listeners and
-//! forks `worker` processes; each worker runs a tokio + hyper HTTP/1.1 server (`http`) that hands
-//! complete requests to CPython (`python`, `wsgi`, `pool`). The same code runs as the
-//! `ferricorn` binary (which embeds CPython) and as the wheel's extension module
+//! forks `worker` processes; each worker runs our own HTTP/1.1 layer on tokio (`http`, no Python)
+//! that hands requests through its dispatch seam to CPython (`python`, `wsgi`, `pool`). The same
+//! code runs as the `ferricorn` binary (which embeds CPython) and as the wheel's extension module
 //! (`extension`), run by the user's interpreter.
 
 pub mod alloc;
+pub mod busy;
 pub mod checks;
 pub mod cli;
 pub mod coalesce;
@@ -20,7 +21,6 @@ pub mod logging;
 pub mod master;
 pub mod notify;
 pub mod pidfile;
-pub mod pool;
 pub mod privileges;
 pub mod proctitle;
 pub mod proxy;

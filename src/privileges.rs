@@ -8,7 +8,6 @@ use std::path::Path;
 
 use nix::unistd::{Gid, Group, Uid, User, initgroups, setgid, setuid};
 
-use crate::config::Config;
 
 /// The identity workers run as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +43,11 @@ pub fn lookup_group(g: &str) -> Result<Gid, String> {
 }
 
 /// The identity from `--user`/`--group`, if one is configured and differs from ours.
-pub fn identity(cfg: &Config) -> Result<Option<Identity>, String> {
-    if cfg.user.is_none() && cfg.group.is_none() {
+pub fn identity(user: Option<&str>, group: Option<&str>) -> Result<Option<Identity>, String> {
+    if user.is_none() && group.is_none() {
         return Ok(None);
     }
-    let (user, uid, primary) = match &cfg.user {
+    let (user, uid, primary) = match user {
         Some(u) => lookup_user(u)?,
         None => {
             let uid = Uid::effective();
@@ -60,7 +59,7 @@ pub fn identity(cfg: &Config) -> Result<Option<Identity>, String> {
             (name, uid, Gid::effective())
         }
     };
-    let gid = match &cfg.group {
+    let gid = match group {
         Some(g) => lookup_group(g)?,
         None => primary,
     };
@@ -77,8 +76,8 @@ pub fn identity(cfg: &Config) -> Result<Option<Identity>, String> {
 }
 
 /// Applies `--umask` (before anything is created).
-pub fn apply_umask(cfg: &Config) {
-    if let Some(m) = cfg.umask {
+pub fn apply_umask(umask: Option<u32>) {
+    if let Some(m) = umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m));
     }
 }

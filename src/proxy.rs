@@ -6,7 +6,6 @@
 
 use std::net::IpAddr;
 
-use http::HeaderMap;
 use ipnet::IpNet;
 
 /// The peers allowed to set forwarded headers.
@@ -70,33 +69,32 @@ impl Peer {
 }
 
 /// Gunicorn's default `secure_scheme_headers`: header → the value that means https.
-const SECURE_SCHEME_HEADERS: [(http::HeaderName, &str); 3] = [
-    (http::HeaderName::from_static("x-forwarded-protocol"), "ssl"),
-    (http::HeaderName::from_static("x-forwarded-proto"), "https"),
-    (http::HeaderName::from_static("x-forwarded-ssl"), "on"),
+const SECURE_SCHEME_HEADERS: [(&str, &str); 3] = [
+    ("x-forwarded-protocol", "ssl"),
+    ("x-forwarded-proto", "https"),
+    ("x-forwarded-ssl", "on"),
 ];
 
-/// `wsgi.url_scheme` for a request: `https` when a trusted peer says so, else `http`.
-/// Contradicting headers from a trusted peer are an error (400), as in Gunicorn.
-pub fn url_scheme(headers: &HeaderMap, trusted: bool) -> Result<&'static str, &'static str> {
-    if !trusted
-        || !headers
-            .keys()
-            .any(|k| k.as_str().starts_with("x-forwarded-"))
-    {
-        return Ok("http");
-    }
+/// `wsgi.url_scheme` for a request from a trusted peer, given its header fields:
+/// `https` when a secure-scheme header says so, else `http`. Contradicting headers are an error
+/// (400), as in Gunicorn.
+pub fn url_scheme<'a>(
+    fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<&'static str, &'static str> {
     let mut verdict: Option<bool> = None;
-    for (name, secure) in &SECURE_SCHEME_HEADERS {
-        for v in headers.get_all(name) {
-            let is_secure = v
-                .to_str()
-                .map(|s| s.trim().eq_ignore_ascii_case(secure))
-                .unwrap_or(false);
-            match verdict {
-                Some(prev) if prev != is_secure => return Err("Contradictory scheme headers"),
-                _ => verdict = Some(is_secure),
-            }
+    for (name, value) in fields {
+        let Some((_, secure)) = SECURE_SCHEME_HEADERS
+            .iter()
+            .find(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()))
+        else {
+            continue;
+        };
+        let is_secure = std::str::from_utf8(value)
+            .map(|s| s.trim().eq_ignore_ascii_case(secure))
+            .unwrap_or(false);
+        match verdict {
+            Some(prev) if prev != is_secure => return Err("Contradictory scheme headers"),
+            _ => verdict = Some(is_secure),
         }
     }
     Ok(if verdict == Some(true) {
@@ -136,14 +134,13 @@ mod tests {
     }
 
     #[test]
-    fn scheme_only_from_trusted_peers() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-proto", "https".parse().unwrap());
-        assert_eq!(url_scheme(&h, true), Ok("https"));
-        assert_eq!(url_scheme(&h, false), Ok("http"));
-        h.insert("x-forwarded-ssl", "off".parse().unwrap());
-        assert!(url_scheme(&h, true).is_err());
-        assert_eq!(url_scheme(&HeaderMap::new(), true), Ok("http"));
+    fn scheme_from_secure_scheme_headers() {
+        let f = |h: &[(&'static str, &'static str)]| {
+            url_scheme(h.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+        };
+        assert_eq!(f(&[("X-Forwarded-Proto", "https")]), Ok("https"));
+        assert!(f(&[("x-forwarded-proto", "https"), ("x-forwarded-ssl", "off")]).is_err());
+        assert_eq!(f(&[("x-other", "1")]), Ok("http"));
         assert!(Peer::Unix.trusted_by(&ForwardedAllowIps::parse("").unwrap()));
     }
 }

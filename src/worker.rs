@@ -12,20 +12,25 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use pyo3::prelude::*;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::coalesce::Coalesced;
 use crate::config::Config;
-use crate::http::{AccessLog, Limits, Service};
+use crate::http::dispatch::ConnInfo;
+use crate::http::{Limits, Shared};
 use crate::ipc::{self, Msg};
-use crate::pool::{Busy, Pool};
+use crate::logging::access::AccessLog;
+use crate::busy::Busy;
+use crate::wsgi::pool::Pool;
 use crate::privileges::Identity;
 use crate::proxy::Peer;
 use crate::sockets::{Listener, LocalAddr};
-use crate::wsgi::WsgiApp;
+use crate::wsgi::{WsgiApp, WsgiDispatch};
+
+/// What a worker's connections share.
+type Service = Shared<WsgiDispatch>;
 
 pub use crate::exit::{EXIT_APP_LOAD, EXIT_BOOT_ERROR};
 
@@ -189,25 +194,21 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     // Slot 0 is the event-loop thread (inline calls), 1..=threads the pool.
     let busy = Arc::new(Busy::new(threads + 1));
     let pool = Pool::start(threads, wsgi.clone(), busy.clone(), 1);
-    let limits = Limits::from_config(cfg);
     let max_requests = match cfg.max_requests {
         0 => 0,
         n => n + fastrand::u64(0..=cfg.max_requests_jitter),
     };
-    let service = Arc::new(Service {
+    let dispatch = WsgiDispatch {
         app: wsgi,
         pool,
         slots: Arc::new(Semaphore::new(threads)),
         inline: threads == 1,
         busy,
-        limits,
-        forwarded: cfg.forwarded(),
-        access,
-        requests: Default::default(),
-        max_requests,
-        retire: Default::default(),
-        draining: Default::default(),
-    });
+    };
+    let mut shared = Shared::new(dispatch, limits(cfg), cfg.forwarded());
+    shared.access = access;
+    shared.max_requests = max_requests;
+    let service = Arc::new(shared);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -221,6 +222,24 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     let code = rt.block_on(serve(cfg, s.listeners, s.ipc, service));
     finalize_python();
     code
+}
+
+/// The request limits of this config (`--limit-request-*`, the timeouts).
+fn limits(cfg: &Config) -> Limits {
+    Limits {
+        // Gunicorn: 0 means its maximum, 8190.
+        line: match cfg.limit_request_line {
+            0 => 8190,
+            n => n as usize,
+        },
+        fields: cfg.limit_request_fields as usize,
+        field_size: cfg.limit_request_field_size as usize,
+        body: cfg.limit_request_body,
+        header_timeout: Duration::from_secs(cfg.header_timeout.max(1)),
+        keep_alive: (cfg.keep_alive > 0).then(|| Duration::from_secs(cfg.keep_alive)),
+        body_timeout: Duration::from_secs(cfg.body_timeout.max(1)),
+        body_min_rate: cfg.body_min_rate,
+    }
 }
 
 /// Python's faulthandler for the fatal signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT):
@@ -300,7 +319,6 @@ async fn serve(
     ipc: &ipc::Sender,
     service: Arc<Service>,
 ) -> i32 {
-    let builder = crate::http::builder(cfg, &service.limits);
     let conns = Arc::new(Connections::default());
     let mut accepts = Vec::new();
     for l in listeners {
@@ -311,13 +329,7 @@ async fn serve(
                 return EXIT_BOOT_ERROR;
             }
         };
-        match accept_loop(
-            fd,
-            l.local.clone(),
-            builder.clone(),
-            service.clone(),
-            conns.clone(),
-        ) {
+        match accept_loop(fd, l.local.clone(), service.clone(), conns.clone()) {
             Ok(task) => accepts.push(task),
             Err(e) => {
                 tracing::error!("cannot use listener {}: {e}", l.local);
@@ -346,7 +358,7 @@ async fn serve(
             loop {
                 tick.tick().await;
                 let msg = Msg::Heartbeat {
-                    busy_since: service.busy.oldest(),
+                    busy_since: service.dispatch.busy.oldest(),
                     requests: service.requests.load(Ordering::Relaxed),
                 };
                 ipc::Sender::send_on(ipc_fd, &msg);
@@ -400,10 +412,40 @@ fn heartbeat_every(timeout: u64) -> Duration {
 
 type AcceptTask = tokio::task::JoinHandle<()>;
 
+/// Logs accept() failures at most once per [`ACCEPT_LOG_EVERY`], with how many were not logged
+/// (under fd exhaustion the loop retries every 100 ms and would otherwise flood the log).
+struct AcceptErrors {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl AcceptErrors {
+    fn report(&mut self, raw: i32, e: &std::io::Error) {
+        let now = std::time::Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < ACCEPT_LOG_EVERY => self.suppressed += 1,
+            _ => {
+                let more = match self.suppressed {
+                    0 => String::new(),
+                    n => format!(" ({n} more since the last report)"),
+                };
+                tracing::error!(
+                    "accept() on fd {raw} failed: {e}; retrying every 100 ms{more} \
+                     (logged at most every {} s)",
+                    ACCEPT_LOG_EVERY.as_secs()
+                );
+                self.last = Some(now);
+                self.suppressed = 0;
+            }
+        }
+    }
+}
+
 fn accept_loop(
     fd: OwnedFd,
     local: LocalAddr,
-    builder: hyper::server::conn::http1::Builder,
     service: Arc<Service>,
     conns: Arc<Connections>,
 ) -> std::io::Result<AcceptTask> {
@@ -426,6 +468,10 @@ fn accept_loop(
         }
     };
     Ok(tokio::spawn(async move {
+        let mut errors = AcceptErrors {
+            last: None,
+            suppressed: 0,
+        };
         loop {
             let accepted = match &listener {
                 L::Tcp(l) => l.accept().await.map(|(s, a)| {
@@ -441,37 +487,27 @@ fn accept_loop(
                         e.raw_os_error(),
                         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
                     ) {
-                        tracing::error!("accept() on fd {raw} failed: {e}; retrying in 100 ms");
+                        errors.report(raw, &e);
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     continue;
                 }
             };
-            let svc = service.clone();
-            let local = local.clone();
             // Formatted once per connection, not per request.
-            let remote = crate::wsgi::environ::Remote::of(peer);
-            let handler = hyper::service::service_fn(move |req| {
-                svc.clone().handle(req, peer, remote.clone(), local.clone())
-            });
+            let info = Arc::new(ConnInfo::new(peer, local.clone()));
             let guard = ConnGuard::new(&conns);
+            let svc = service.clone();
             match stream {
                 Conn::Tcp(s) => {
-                    let conn = builder.serve_connection(TokioIo::new(Coalesced::new(s)), handler);
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!("connection error: {e}");
-                        }
+                        crate::http::serve(Coalesced::new(s), svc, info).await;
                         drop(guard);
                     });
                 }
                 // Not coalesced: measured as a loss on unix sockets (src/coalesce.rs).
                 Conn::Unix(s) => {
-                    let conn = builder.serve_connection(TokioIo::new(s), handler);
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!("connection error: {e}");
-                        }
+                        crate::http::serve(s, svc, info).await;
                         drop(guard);
                     });
                 }

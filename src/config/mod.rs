@@ -62,6 +62,12 @@ pub use value::{LogLevel, ProxyProtocol, parse_umask};
 
 use crate::proxy::ForwardedAllowIps;
 
+/// `--limit-request-body` default, 100 MiB. Bodies are streamed to the app, so the server itself
+/// holds at most a few chunks per connection whatever this is; the limit bounds what an app that
+/// reads a whole body into memory (`wsgi.input.read()`, most form parsers) can be made to hold:
+/// one such request on a 512 MiB machine is survivable, a 1 GiB one is not.
+pub const DEFAULT_LIMIT_REQUEST_BODY: u64 = 100 * 1024 * 1024;
+
 /// Gunicorn's default access log format.
 pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
     r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::DEFAULT_ACCESS_LOG_FORMAT;
+use super::{DEFAULT_ACCESS_LOG_FORMAT, DEFAULT_LIMIT_REQUEST_BODY};
 use super::args::{add_arg, read_items};
 use super::compat::{
     accept_comma_string, header_map, http_protocols, http2_cleartext, logger_class, port_bind,
@@ -381,6 +381,32 @@ settings! {
         aliases: &["limit-request-field-size"], value_name: "INT",
     }
     check |v| range(*v, 0, 1 << 20);
+
+    /// Maximum size of a request body in bytes (413 beyond, checked against Content-Length
+    /// before reading and while a chunked body arrives); 0 means unlimited.
+    setting limit_request_body: u64 = Some(DEFAULT_LIMIT_REQUEST_BODY) => u64 {
+        section: Security, long: Some("limit-request-body"), value_name: "BYTES", gunicorn: No,
+    }
+
+    /// Seconds a client has to send a whole request head (408 beyond); separate from
+    /// --keep-alive, which is how long an idle connection waits for the next request to begin.
+    setting header_timeout: u64 = Some(5) => u64 {
+        section: Security, long: Some("header-timeout"), value_name: "SECONDS", gunicorn: No,
+    }
+    check |v| range(*v, 1, 3600);
+
+    /// Seconds a client gets to send a request body, plus one more second for every
+    /// --body-min-rate bytes it sends; also the longest silence allowed mid-body (408 beyond).
+    setting body_timeout: u64 = Some(20) => u64 {
+        section: Security, long: Some("body-timeout"), value_name: "SECONDS", gunicorn: No,
+    }
+    check |v| range(*v, 1, 86400);
+
+    /// Bytes per second of request body that earn one more second of --body-timeout (Apache
+    /// mod_reqtimeout's MinRate); 0 means no extension.
+    setting body_min_rate: u64 = Some(500) => u64 {
+        section: Security, long: Some("body-min-rate"), value_name: "BYTES", gunicorn: No,
+    }
 
     // ---- Server mechanics --------------------------------------------------------------
 

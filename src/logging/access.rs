@@ -17,17 +17,81 @@
 //! | `{var}e` | a WSGI environ variable |
 //!
 //! Values that come from the client are escaped (control bytes as `\xNN`), so a request cannot
-//! forge log lines.
+//! forge log lines. [`AccessLog::emit`] writes one record per request, as a line to a file or
+//! stream, or as a journald entry with its fields.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Duration;
 
-use base64::Engine as _;
-use http::HeaderMap;
-
+use crate::logging::AccessOut;
 use crate::proxy::Peer;
+use base64::Engine as _;
+
+/// Header values by name, for the `{header}i`/`{header}o`, `f`, `a` and `u` atoms.
+pub trait Headers {
+    /// Calls `f` with each value of `name` (lower-case), in order.
+    fn each(&self, name: &str, f: &mut dyn FnMut(&[u8]));
+}
+
+impl Headers for http::HeaderMap {
+    fn each(&self, name: &str, f: &mut dyn FnMut(&[u8])) {
+        for v in self.get_all(name) {
+            f(v.as_bytes());
+        }
+    }
+}
+
+/// The access log of a worker: its format and where lines go.
+pub struct AccessLog {
+    pub format: AccessFormat,
+    pub out: AccessOut,
+}
+
+impl AccessLog {
+    pub fn new(format: AccessFormat, out: AccessOut) -> AccessLog {
+        AccessLog { format, out }
+    }
+
+    /// Whether a record needs the decoded path and the query.
+    pub fn needs_path(&self) -> bool {
+        self.format.needs_path() || matches!(self.out, AccessOut::Journal)
+    }
+
+    /// Writes the record of one finished request.
+    pub fn emit(&self, rec: &AccessRecord<'_>) {
+        let mut line = Vec::with_capacity(160);
+        self.format.render(rec, &mut line);
+        match &self.out {
+            AccessOut::Sink(sink) => sink.write(&line),
+            AccessOut::Journal => {
+                let text = String::from_utf8_lossy(&line);
+                let client = match rec.peer {
+                    Peer::Tcp(addr) => addr.ip().to_string(),
+                    Peer::Unix => String::new(),
+                };
+                let path = if rec.path.is_empty() {
+                    rec.target.split('?').next().unwrap_or("")
+                } else {
+                    rec.path
+                };
+                tracing::info!(
+                    target: crate::logging::ACCESS_TARGET,
+                    CLIENT_ADDR = client.as_str(),
+                    REQUEST_METHOD = rec.method,
+                    REQUEST_PATH = path,
+                    STATUS = rec.status,
+                    BYTES = rec.sent,
+                    DURATION_USEC = rec.duration.as_micros() as u64,
+                    WORKER_PID = std::process::id(),
+                    "{}",
+                    text.trim_end()
+                );
+            }
+        }
+    }
+}
 
 /// One piece of a parsed format.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,31 +152,11 @@ impl AccessFormat {
         Ok(AccessFormat { segs })
     }
 
-    /// Whether rendering needs the response headers (so they are kept after the response).
-    pub fn needs_response_headers(&self) -> bool {
-        self.segs.iter().any(|s| matches!(s, Seg::RespHeader(_)))
-    }
-
-    /// The request headers the format prints.
-    pub fn request_headers(&self) -> Vec<http::HeaderName> {
-        let mut out: Vec<http::HeaderName> = Vec::new();
-        let mut add = |n: &str| {
-            if let Ok(h) = http::HeaderName::from_bytes(n.as_bytes())
-                && !out.contains(&h)
-            {
-                out.push(h);
-            }
-        };
-        for s in &self.segs {
-            match s {
-                Seg::Atom('f') => add("referer"),
-                Seg::Atom('a') => add("user-agent"),
-                Seg::Atom('u') => add("authorization"),
-                Seg::ReqHeader(h) => add(h),
-                _ => {}
-            }
-        }
-        out
+    /// Whether rendering needs the decoded path or the query (`U`, `q`).
+    pub fn needs_path(&self) -> bool {
+        self.segs
+            .iter()
+            .any(|s| matches!(s, Seg::Atom('U') | Seg::Atom('q')))
     }
 
     /// The WSGI environ variables (lower-case) the format prints.
@@ -185,8 +229,8 @@ pub struct AccessRecord<'a> {
     pub status: u16,
     /// Body bytes sent.
     pub sent: u64,
-    pub req_headers: &'a HeaderMap,
-    pub resp_headers: Option<&'a HeaderMap>,
+    pub req_headers: &'a dyn Headers,
+    pub resp_headers: Option<&'a dyn Headers>,
     /// WSGI environ values asked for by `{var}e` atoms, lower-case keys.
     pub environ: &'a [(String, String)],
     pub duration: Duration,
@@ -256,19 +300,17 @@ fn atom(c: char, r: &AccessRecord<'_>, out: &mut Vec<u8>) {
     }
 }
 
-fn header(h: &HeaderMap, name: &str, out: &mut Vec<u8>) {
-    let mut values = h.get_all(name).iter().peekable();
-    if values.peek().is_none() {
-        out.push(b'-');
-        return;
-    }
+fn header(h: &dyn Headers, name: &str, out: &mut Vec<u8>) {
     let mut first = true;
-    for v in values {
+    h.each(name, &mut |v| {
         if !first {
             out.push(b',');
         }
         first = false;
-        escaped(v.as_bytes(), out);
+        escaped(v, out);
+    });
+    if first {
+        out.push(b'-');
     }
 }
 
@@ -282,8 +324,14 @@ fn escaped(bytes: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-fn basic_auth_user(h: &HeaderMap) -> Option<String> {
-    let v = h.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+fn basic_auth_user(h: &dyn Headers) -> Option<String> {
+    let mut v = None;
+    h.each("authorization", &mut |b| {
+        if v.is_none() {
+            v = std::str::from_utf8(b).ok().map(str::to_string);
+        }
+    });
+    let v = v?;
     let (scheme, cred) = v.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -318,6 +366,7 @@ fn timestamp(out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::config::DEFAULT_ACCESS_LOG_FORMAT;
+    use http::HeaderMap;
 
     fn rec<'a>(
         req: &'a HeaderMap,
@@ -334,7 +383,7 @@ mod tests {
             status: 200,
             sent: 13,
             req_headers: req,
-            resp_headers: Some(resp),
+            resp_headers: Some(resp as &dyn Headers),
             environ: env,
             duration: Duration::from_micros(1_234_567),
         }

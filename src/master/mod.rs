@@ -77,8 +77,8 @@ pub fn block_signals() -> Result<(), String> {
 /// returns the exit code.
 pub fn run(cfg: Config, mut s: Startup) -> i32 {
     tracing::info!("Starting ferricorn {}", crate::VERSION);
-    crate::privileges::apply_umask(&cfg);
-    let identity = match crate::privileges::identity(&cfg) {
+    crate::privileges::apply_umask(cfg.umask);
+    let identity = match crate::privileges::identity(cfg.user.as_deref(), cfg.group.as_deref()) {
         Ok(i) => i,
         Err(e) => {
             tracing::error!("{e}");

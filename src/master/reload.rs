@@ -110,7 +110,7 @@ impl Reload {
         let cwd = std::env::current_dir()
             .map_err(|e| format!("cannot read the working directory: {e}"))?;
         crate::python::check_reload(&cfg)?;
-        let identity = crate::privileges::identity(&cfg)?;
+        let identity = crate::privileges::identity(cfg.user.as_deref(), cfg.group.as_deref())?;
         undo.opened = listeners::open_missing(&cfg, identity.as_ref(), now.listeners)?;
         crate::logging::reconfigure(&cfg)?;
         undo.logging = Some(now.generation.cfg.clone());

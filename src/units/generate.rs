@@ -429,6 +429,10 @@ impl<'a> Plan<'a> {
         diff!("--limit-request-line", limit_request_line);
         diff!("--limit-request-fields", limit_request_fields);
         diff!("--limit-request-field_size", limit_request_field_size);
+        diff!("--limit-request-body", limit_request_body);
+        diff!("--header-timeout", header_timeout);
+        diff!("--body-timeout", body_timeout);
+        diff!("--body-min-rate", body_min_rate);
         if v != Variant::Procfile
             && let Some(p) = &c.pid
         {

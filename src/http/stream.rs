@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
 
-use super::Chunk;
+use super::dispatch::Chunk;
 
 /// Chunks queued at most.
 pub const MAX_CHUNKS: usize = 64;
@@ -113,6 +113,10 @@ impl Sender {
 }
 
 impl Receiver {
+    pub async fn recv(&mut self) -> Option<Chunk> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
         let r = self.rx.poll_recv(cx);
         if let Poll::Ready(Some(c)) = &r {

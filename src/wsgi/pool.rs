@@ -1,17 +1,17 @@
-//! The worker's Python threads (`--threads`), and the record of how long each has been busy.
+//! The worker's Python threads (`--threads`) that call the WSGI app and iterate its results.
 //!
 //! Jobs arrive through an MPMC channel; a thread waits on it without the GIL and attaches to
 //! the interpreter only to run the job. How many requests may be inside Python at once is
 //! decided by the caller (a semaphore of `threads` permits, released when a job is done).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use pyo3::Python;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use crate::ipc::monotonic_ns;
-use crate::wsgi::{Called, Pending, Reply, Request, WsgiApp};
+use crate::http::dispatch::{Outcome, Request};
+use super::{Called, Pending, WsgiApp};
+use crate::busy::Busy;
 
 /// Work for a Python thread. The permit is released when the job has finished (after
 /// `close()`), so the number of requests in Python never exceeds `--threads`.
@@ -19,55 +19,15 @@ pub enum Job {
     /// Call the app, then consume its result.
     Call {
         req: Request,
-        reply: oneshot::Sender<Reply>,
+        reply: oneshot::Sender<Outcome>,
         permit: OwnedSemaphorePermit,
     },
     /// Consume a result the app already returned (called on the event loop thread).
     Iterate {
         pending: Pending,
-        reply: oneshot::Sender<Reply>,
+        reply: oneshot::Sender<Outcome>,
         permit: OwnedSemaphorePermit,
     },
-}
-
-/// When each Python thread (slot) entered the app, 0 when idle.
-pub struct Busy {
-    slots: Vec<AtomicU64>,
-}
-
-impl Busy {
-    pub fn new(n: usize) -> Busy {
-        Busy {
-            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    /// Marks `slot` busy until the guard is dropped.
-    pub fn enter(&self, slot: usize) -> BusyGuard<'_> {
-        self.slots[slot].store(monotonic_ns(), Ordering::Relaxed);
-        BusyGuard { busy: self, slot }
-    }
-
-    /// The start of the oldest call still running, or 0.
-    pub fn oldest(&self) -> u64 {
-        self.slots
-            .iter()
-            .map(|s| s.load(Ordering::Relaxed))
-            .filter(|&t| t != 0)
-            .min()
-            .unwrap_or(0)
-    }
-}
-
-pub struct BusyGuard<'a> {
-    busy: &'a Busy,
-    slot: usize,
-}
-
-impl Drop for BusyGuard<'_> {
-    fn drop(&mut self) {
-        self.busy.slots[self.slot].store(0, Ordering::Relaxed);
-    }
 }
 
 /// A fixed set of Python threads.
@@ -107,24 +67,22 @@ impl Pool {
     }
 }
 
+/// Runs a job: the app called if it was not yet, then its result consumed.
 fn run(py: Python<'_>, app: &WsgiApp, job: Job) {
-    match job {
-        Job::Call { req, reply, permit } => {
-            match app.call(py, req) {
-                Called::Done(r) => {
-                    let _ = reply.send(r);
-                }
-                Called::Iterate(p) => app.iterate(py, p, reply),
+    let (pending, reply, permit) = match job {
+        Job::Call { req, reply, permit } => match app.call(py, req) {
+            Called::Done(r) => {
+                let _ = reply.send(r);
+                return;
             }
-            drop(permit);
-        }
+            Called::Iterate(p) => (p, reply, permit),
+        },
         Job::Iterate {
             pending,
             reply,
             permit,
-        } => {
-            app.iterate(py, pending, reply);
-            drop(permit);
-        }
-    }
+        } => (pending, reply, permit),
+    };
+    app.iterate(py, pending, reply);
+    drop(permit);
 }

@@ -1,0 +1,48 @@
+//! The record of how long each thread that runs the app has been busy: the worker's heartbeat
+//! carries the oldest start, and the master's `--timeout` kills a worker stuck in one request.
+//! Written by whatever calls the app (WSGI's pool threads and inline calls; an ASGI event loop),
+//! read by the heartbeat.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::ipc::monotonic_ns;
+
+/// When each Python thread (slot) entered the app, 0 when idle.
+pub struct Busy {
+    slots: Vec<AtomicU64>,
+}
+
+impl Busy {
+    pub fn new(n: usize) -> Busy {
+        Busy {
+            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Marks `slot` busy until the guard is dropped.
+    pub fn enter(&self, slot: usize) -> BusyGuard<'_> {
+        self.slots[slot].store(monotonic_ns(), Ordering::Relaxed);
+        BusyGuard { busy: self, slot }
+    }
+
+    /// The start of the oldest call still running, or 0.
+    pub fn oldest(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|&t| t != 0)
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+pub struct BusyGuard<'a> {
+    busy: &'a Busy,
+    slot: usize,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.busy.slots[self.slot].store(0, Ordering::Relaxed);
+    }
+}

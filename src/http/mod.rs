@@ -1,0 +1,44 @@
+//! HTTP/1.1 for a worker, without Python: our own connection loop on tokio, with the request
+//! line parsed by us and header fields by `httparse`.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`parse`] | the request head, strictly (RFC 9112) |
+//! | [`body`] | request body decoding: `Content-Length`, chunked, trailers |
+//! | [`limits`] | sizes, timeouts, the body deadline, the worker's body budget |
+//! | [`conn`] | one connection: keep-alive, pipelining, timeouts, drain, `100-continue` |
+//! | [`response`] | response heads from the app, framing |
+//! | [`errors`] | responses the server makes itself |
+//! | [`stream`] | the bounded channel a streamed response flows through |
+//! | [`dispatch`] | the seam an application interface (WSGI, later ASGI) implements |
+//! | [`date`] | the `Date` header |
+
+pub mod body;
+pub mod conn;
+pub mod date;
+pub mod dispatch;
+pub mod errors;
+pub mod limits;
+pub mod parse;
+pub mod response;
+pub mod stream;
+
+pub use conn::{Shared, serve};
+pub use dispatch::{Dispatch, Outcome, Reply, ReplyBody, Request};
+pub use limits::Limits;
+
+impl crate::logging::access::Headers for parse::Head {
+    fn each(&self, name: &str, f: &mut dyn FnMut(&[u8])) {
+        for v in self.values(name) {
+            f(v);
+        }
+    }
+}
+
+impl crate::logging::access::Headers for response::ResponseHead {
+    fn each(&self, name: &str, f: &mut dyn FnMut(&[u8])) {
+        for v in self.values(name) {
+            f(v);
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Building the WSGI `environ` dict (PEP 3333) straight from the parsed request head.
+//!
+//! Per worker, a template dict holds what never changes (`wsgi.version`, `SERVER_SOFTWARE`,
+//! `wsgi.errors`, ...); per request it is copied and the request's own keys are added, with keys
+//! interned once. Strings are latin-1, as PEP 3333 requires ("bytes as str"). There is no header
+//! map in between: names and values are read from the head's own bytes.
+
+use std::borrow::Cow;
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use pyo3::{ffi, intern};
+use rustc_hash::FxHashMap;
+
+use super::errors::ErrorStream;
+use super::file_wrapper::FileWrapper;
+use super::input::Input;
+use crate::http::dispatch::{Body, Request};
+use crate::http::parse::{self, Head, Method, Version};
+use crate::sockets::LocalAddr;
+
+/// A Python str from bytes taken as latin-1 (each byte one code point, as PEP 3333 says).
+pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
+    // Request heads are nearly always ASCII: checked here (word at a time), the str is
+    // allocated with the right kind and filled directly, skipping CPython's own scan.
+    let maxchar = if b.is_ascii() { 127 } else { 255 };
+    // SAFETY: PyUnicode_New(n, 127 or 255) returns a compact 1-byte-kind str of length n (or
+    // NULL on memory exhaustion) whose data buffer we fill before anyone else sees it; a
+    // 1-byte-kind string is exactly latin-1. NULL becomes an empty string, not a panic.
+    unsafe {
+        let p = ffi::PyUnicode_New(b.len() as ffi::Py_ssize_t, maxchar);
+        if p.is_null() {
+            ffi::PyErr_Clear();
+            return PyString::new(py, "");
+        }
+        std::ptr::copy_nonoverlapping(b.as_ptr(), ffi::PyUnicode_1BYTE_DATA(p), b.len());
+        Bound::from_owned_ptr(py, p).cast_into_unchecked::<PyString>()
+    }
+}
+
+/// An empty dict with room for `n` items: CPython's `_PyDict_NewPresized` where it is exported
+/// (3.9–3.12), a plain dict grown once otherwise (3.13 hides private symbols).
+fn presized_dict(py: Python<'_>, n: isize) -> PyResult<Bound<'_, PyDict>> {
+    #[cfg(not(Py_3_13))]
+    {
+        unsafe extern "C" {
+            fn _PyDict_NewPresized(n: ffi::Py_ssize_t) -> *mut ffi::PyObject;
+        }
+        // SAFETY: a new reference to an empty dict (or NULL with an exception set).
+        unsafe {
+            Ok(Bound::from_owned_ptr_or_err(py, _PyDict_NewPresized(n))?
+                .cast_into_unchecked::<PyDict>())
+        }
+    }
+    #[cfg(Py_3_13)]
+    {
+        let _ = n;
+        Ok(PyDict::new(py))
+    }
+}
+
+/// Environ keys by header name as sent (`None`: a name that is dropped).
+type HeaderKeys = FxHashMap<Box<[u8]>, Option<Py<PyString>>>;
+
+/// The per-worker part of every environ.
+pub struct Template {
+    dict: Py<PyDict>,
+    script_name: String,
+    /// `HTTP_*` keys by header name as sent, interned once.
+    keys: Mutex<HeaderKeys>,
+}
+
+/// Keys every environ has; the template holds them (with placeholders) so that a request
+/// replaces values in a dict of the right size instead of growing one.
+const PER_REQUEST_KEYS: [&str; 9] = [
+    "REQUEST_METHOD",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "RAW_URI",
+    "SERVER_PROTOCOL",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "REMOTE_ADDR",
+    "wsgi.url_scheme",
+];
+
+/// Room in the template for a request's own keys (`HTTP_*`, `CONTENT_*`, `REMOTE_PORT`), so that
+/// adding them to the copy does not resize it.
+const ROOM: isize = 48;
+
+/// Upper bound on cached header keys (a client could send many distinct names).
+const MAX_CACHED_KEYS: usize = 512;
+
+impl Template {
+    pub fn new(py: Python<'_>, multithread: bool, multiprocess: bool) -> PyResult<Template> {
+        let d = presized_dict(py, ROOM)?;
+        let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
+        let script_name = script_name.trim_end_matches('/').to_string();
+        d.set_item("SERVER_SOFTWARE", format!("ferricorn/{}", crate::VERSION))?;
+        d.set_item("SCRIPT_NAME", &script_name)?;
+        d.set_item("wsgi.version", (1, 0))?;
+        d.set_item("wsgi.errors", Py::new(py, ErrorStream)?)?;
+        d.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
+        d.set_item("wsgi.multithread", multithread)?;
+        d.set_item("wsgi.multiprocess", multiprocess)?;
+        d.set_item("wsgi.run_once", false)?;
+        d.set_item("wsgi.input_terminated", true)?;
+        // A request without a body (most GETs) shares this one: an empty input has nothing to
+        // read and no position to move, so one object serves them all.
+        d.set_item(
+            intern!(py, "wsgi.input"),
+            Py::new(py, Input::new(Body::Empty))?,
+        )?;
+        for k in PER_REQUEST_KEYS {
+            d.set_item(PyString::intern(py, k), py.None())?;
+        }
+        Ok(Template {
+            dict: d.unbind(),
+            script_name,
+            keys: Mutex::new(FxHashMap::default()),
+        })
+    }
+
+    /// The environ key for a request header, or None for a name Gunicorn drops (one with an
+    /// underscore: `X_Forwarded_For` would otherwise overwrite the HTTP_X_FORWARDED_FOR a
+    /// proxy set). Both answers are cached per name.
+    fn header_key<'py>(&self, py: Python<'py>, name: &[u8]) -> Option<Bound<'py, PyString>> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = keys.get(name) {
+            return k.as_ref().map(|k| k.bind(py).clone());
+        }
+        let k = if name.contains(&b'_') {
+            None
+        } else {
+            let mut s = String::with_capacity(5 + name.len());
+            s.push_str("HTTP_");
+            for &c in name {
+                s.push(if c == b'-' {
+                    '_'
+                } else {
+                    c.to_ascii_uppercase() as char
+                });
+            }
+            Some(PyString::intern(py, &s))
+        };
+        if keys.len() < MAX_CACHED_KEYS {
+            keys.insert(name.into(), k.as_ref().map(|k| k.clone().unbind()));
+        }
+        k
+    }
+
+    /// Builds the environ for `req`, consuming its body into `wsgi.input`.
+    pub fn build<'py>(&self, py: Python<'py>, req: Request) -> PyResult<Bound<'py, PyDict>> {
+        let env = self.dict.bind(py).copy()?;
+        let head = &*req.head;
+        env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, head))?;
+        let (raw_path, query) = parse::split_target(head.target());
+        let mut path = Cow::Borrowed(raw_path);
+        if raw_path.contains(&b'%') {
+            path = Cow::Owned(parse::decode_path(raw_path));
+        }
+        if !self.script_name.is_empty() && path.starts_with(self.script_name.as_bytes()) {
+            let rest = &path[self.script_name.len()..];
+            if rest.is_empty() || rest[0] == b'/' {
+                path = Cow::Owned(rest.to_vec());
+            }
+        }
+        env.set_item(intern!(py, "PATH_INFO"), latin1(py, &path))?;
+        env.set_item(intern!(py, "QUERY_STRING"), latin1(py, query))?;
+        env.set_item(intern!(py, "RAW_URI"), latin1(py, head.target()))?;
+        let protocol = match head.version {
+            Version::Http10 => intern!(py, "HTTP/1.0"),
+            Version::Http11 => intern!(py, "HTTP/1.1"),
+        };
+        env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+
+        let (name, port) = server_name_port(head, req.scheme, &req.conn.local);
+        env.set_item(intern!(py, "SERVER_NAME"), latin1(py, &name))?;
+        env.set_item(intern!(py, "SERVER_PORT"), latin1(py, &port))?;
+        match &req.conn.remote {
+            Some(r) => {
+                env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, r.addr.as_bytes()))?;
+                env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, r.port.as_bytes()))?;
+            }
+            None => env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?,
+        }
+        env.set_item(
+            intern!(py, "wsgi.url_scheme"),
+            if req.scheme == "https" {
+                intern!(py, "https")
+            } else {
+                intern!(py, "http")
+            },
+        )?;
+
+        // Repeated headers are joined with "," in the order they came (PEP 3333, Gunicorn).
+        let fields = &head.fields;
+        for (i, f) in fields.iter().enumerate() {
+            let name = head.name(f);
+            if fields[..i]
+                .iter()
+                .any(|p| head.name(p).eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+            let mut value = Cow::Borrowed(head.value(f));
+            for later in &fields[i + 1..] {
+                if head.name(later).eq_ignore_ascii_case(name) {
+                    let v = value.to_mut();
+                    v.push(b',');
+                    v.extend_from_slice(head.value(later));
+                }
+            }
+            self.set_header(py, &env, name, &value)?;
+        }
+        if !matches!(req.body, Body::Empty) {
+            env.set_item(
+                intern!(py, "wsgi.input"),
+                Py::new(py, Input::new(req.body))?,
+            )?;
+        }
+        Ok(env)
+    }
+
+    fn set_header(
+        &self,
+        py: Python<'_>,
+        env: &Bound<'_, PyDict>,
+        name: &[u8],
+        value: &[u8],
+    ) -> PyResult<()> {
+        if name.eq_ignore_ascii_case(b"content-type") {
+            env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, value))
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, value))
+        } else if let Some(key) = self.header_key(py, name) {
+            env.set_item(key, latin1(py, value))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn method_str<'py>(py: Python<'py>, head: &Head) -> Bound<'py, PyString> {
+    match head.method {
+        Method::Get => intern!(py, "GET").clone(),
+        Method::Post => intern!(py, "POST").clone(),
+        Method::Head => intern!(py, "HEAD").clone(),
+        Method::Put => intern!(py, "PUT").clone(),
+        Method::Delete => intern!(py, "DELETE").clone(),
+        _ => PyString::new(py, head.method_str()),
+    }
+}
+
+/// `SERVER_NAME` and `SERVER_PORT` (PEP 3333, as Gunicorn): from the Host header, else the
+/// authority of an absolute-form target, else the listener; the port defaults to the scheme's.
+fn server_name_port<'a>(
+    head: &'a Head,
+    scheme: &str,
+    local: &LocalAddr,
+) -> (Cow<'a, [u8]>, Cow<'a, [u8]>) {
+    let default_port: &[u8] = if scheme == "https" { b"443" } else { b"80" };
+    let host = head.host().filter(|h| !h.is_empty()).or_else(|| {
+        let t = head.target();
+        let rest = t
+            .strip_prefix(b"http://")
+            .or_else(|| t.strip_prefix(b"https://"))?;
+        Some(
+            rest.split(|&b| b == b'/' || b == b'?')
+                .next()
+                .unwrap_or(b""),
+        )
+    });
+    if let Some(host) = host {
+        if let Some(rest) = host.strip_prefix(b"[")
+            && let Some(close) = rest.iter().position(|&b| b == b']')
+        {
+            let port = rest[close + 1..]
+                .strip_prefix(b":")
+                .filter(|p| !p.is_empty())
+                .unwrap_or(default_port);
+            return (Cow::Borrowed(&rest[..close]), Cow::Borrowed(port));
+        }
+        return match host.iter().rposition(|&b| b == b':') {
+            Some(i) if i + 1 < host.len() && host[i + 1..].iter().all(u8::is_ascii_digit) => {
+                (Cow::Borrowed(&host[..i]), Cow::Borrowed(&host[i + 1..]))
+            }
+            _ => (Cow::Borrowed(host), Cow::Borrowed(default_port)),
+        };
+    }
+    match local {
+        LocalAddr::Tcp(a) => (
+            Cow::Owned(a.ip().to_string().into_bytes()),
+            Cow::Owned(a.port().to_string().into_bytes()),
+        ),
+        LocalAddr::Unix(p) => (
+            Cow::Owned(p.display().to_string().into_bytes()),
+            Cow::Borrowed(b""),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::limits::Limits;
+
+    fn head(target: &str, host: Option<&str>) -> Head {
+        let mut raw = format!("GET {target} HTTP/1.1\r\n");
+        if let Some(h) = host {
+            raw.push_str(&format!("Host: {h}\r\n"));
+        }
+        raw.push_str("\r\n");
+        let l = Limits::for_tests();
+        parse::parse(bytes::Bytes::from(raw), &l).unwrap()
+    }
+
+    fn snp(h: &Head) -> (String, String) {
+        let local = LocalAddr::Tcp("127.0.0.1:8000".parse().unwrap());
+        let (a, b) = server_name_port(h, "http", &local);
+        (
+            String::from_utf8(a.into_owned()).unwrap(),
+            String::from_utf8(b.into_owned()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn server_name_and_port() {
+        assert_eq!(
+            snp(&head("/", Some("example.com:8080"))),
+            ("example.com".into(), "8080".into())
+        );
+        assert_eq!(
+            snp(&head("/", Some("example.com"))),
+            ("example.com".into(), "80".into())
+        );
+        assert_eq!(snp(&head("/", Some("[::1]:9"))), ("::1".into(), "9".into()));
+        assert_eq!(snp(&head("/", None)), ("127.0.0.1".into(), "8000".into()));
+        assert_eq!(
+            snp(&head("http://h.example:81/x", None)),
+            ("h.example".into(), "81".into())
+        );
+    }
+}
