@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod exit;
 pub mod extension;
+pub mod hooks;
 pub mod http;
 pub mod ipc;
 pub mod logging;

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{DEFAULT_ACCESS_LOG_FORMAT, DEFAULT_LIMIT_REQUEST_BODY};
 use super::args::{add_arg, read_items};
 use super::compat::{
     accept_comma_string, header_map, http_protocols, http2_cleartext, logger_class, port_bind,
@@ -20,6 +19,7 @@ use super::spec::{Hook, Shape, Spec, Verdict};
 use super::value::{
     LogLevel, ProxyProtocol, Resolve, Value, env_value, one_of, parse_umask, range,
 };
+use super::{DEFAULT_ACCESS_LOG_FORMAT, DEFAULT_LIMIT_REQUEST_BODY};
 use crate::proxy::ForwardedAllowIps;
 use crate::sockets::BindAddr;
 
@@ -50,9 +50,6 @@ const CONTROL: &str = "ferricorn has no control socket (gunicornc): manage the m
                        the logs, TERM stops (`systemctl reload`, `systemctl kill -s ...`)";
 const RELOAD: &str = "restarting workers when the app's source changes comes with a later \
                       release: restart (or HUP) ferricorn after a change meanwhile";
-const PER_REQUEST: &str = "this hook runs inside a worker's request loop, which is being \
-                           rewritten; it comes with the new request path";
-
 settings! {
     // ---- Config file -------------------------------------------------------------------
 
@@ -788,19 +785,19 @@ hooks! {
     /// Just after a worker loaded the app.
     hook post_worker_init(worker) => Works;
     /// When a worker exits on SIGINT or SIGQUIT.
-    hook worker_int(worker) => NotYet(PER_REQUEST);
+    hook worker_int(worker) => Works;
     /// When a worker receives SIGABRT (usually a timeout).
     hook worker_abort(worker) => Works;
     /// Just before a new master is executed (USR2).
     hook pre_exec(server) => Works;
     /// Just before a worker handles a request.
-    hook pre_request(worker, req) => NotYet(PER_REQUEST);
+    hook pre_request(worker, req) => Works;
     /// After a worker handled a request.
-    hook post_request(worker, req, environ, resp) => NotYet(PER_REQUEST);
+    hook post_request(worker, req, environ, resp) => Works;
     /// In the master, just after a worker exited.
     hook child_exit(server, worker) => Works;
     /// In the worker, just before it exits.
-    hook worker_exit(server, worker) => NotYet(PER_REQUEST);
+    hook worker_exit(server, worker) => Works;
     /// When the number of workers changed.
     hook nworkers_changed(server, new_value, old_value) => Works;
     /// Just before the server exits.

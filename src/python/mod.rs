@@ -190,18 +190,45 @@ pub fn setup_worker(cfg: &Config) -> Result<(), String> {
         .unwrap_or_default();
     Python::attach(|py| -> PyResult<()> {
         let loader = app::loader(py)?;
-        let env = PyDict::new(py);
-        for (k, v) in std::env::vars_os() {
-            env.set_item(
-                PyBytes::new(py, k.as_encoded_bytes()),
-                PyBytes::new(py, v.as_encoded_bytes()),
-            )?;
-        }
-        loader.call_method1("sync_environ", (env,))?;
+        sync_environ_with(py, &loader)?;
         loader.call_method1("setup_path", (cwd, PyList::new(py, &cfg.pythonpath)?))?;
         Ok(())
     })
     .map_err(|e| format!("cannot prepare sys.path: {e}"))
+}
+
+/// `os.environ` made the process environment (as the master left it for this generation).
+pub fn sync_environ() -> Result<(), String> {
+    Python::attach(|py| sync_environ_with(py, &app::loader(py)?))
+        .map_err(|e| format!("cannot prepare os.environ: {e}"))
+}
+
+fn sync_environ_with(py: Python<'_>, loader: &Bound<'_, pyo3::types::PyModule>) -> PyResult<()> {
+    let env = PyDict::new(py);
+    for (k, v) in std::env::vars_os() {
+        env.set_item(
+            PyBytes::new(py, k.as_encoded_bytes()),
+            PyBytes::new(py, v.as_encoded_bytes()),
+        )?;
+    }
+    loader.call_method1("sync_environ", (env,))?;
+    Ok(())
+}
+
+/// The app `--preload` imported in the master (the workers forked from it share it).
+static PRELOADED: OnceLock<Py<PyAny>> = OnceLock::new();
+
+/// `--preload`: imports the app in this process (the master), once.
+pub fn preload_app(spec: &str) -> Result<(), LoadError> {
+    let app = load_app(spec)?;
+    let _ = PRELOADED.set(app);
+    Ok(())
+}
+
+/// The app `--preload` imported before this worker was forked, if any.
+pub fn preloaded_app() -> Option<Py<PyAny>> {
+    let app = PRELOADED.get()?;
+    Some(Python::attach(|py| app.clone_ref(py)))
 }
 
 /// A reload (HUP) cannot move the master's interpreter to another virtualenv: refused, naming
