@@ -407,11 +407,12 @@ settings! {
 
     // ---- Server mechanics --------------------------------------------------------------
 
-    /// Import the app in the master before forking the workers.
+    /// Import the app in the master before forking the workers (they share its memory
+    /// copy-on-write); a reload (HUP) then starts a new master.
     setting preload_app: bool = Some(false) => bool {
         section: ServerMechanics, long: Some("preload"), shape: Switch("true"),
-        status: NotYet("each worker imports the app after the fork; --preload (one import in \
-                        the master, shared copy-on-write) comes with a later release"),
+        note: "HUP then starts a new master (as USR2 does) so that new code is served; \
+               Gunicorn's HUP cannot load new code with --preload",
     }
 
     /// Disable sendfile() (default: the SENDFILE environment variable).

@@ -268,8 +268,7 @@ impl Master {
     /// new one serves in full.
     fn handle_hup(&mut self) {
         match &mut self.life {
-            Lifecycle::Serving if self.current.cfg.preload_app => self.reexec_for_reload(),
-            Lifecycle::Serving => self.begin_reload(),
+            Lifecycle::Serving => self.reload_now(),
             Lifecycle::Booting { hup } => {
                 tracing::info!("The workers are booting; the reload will follow");
                 *hup = true;
@@ -475,7 +474,7 @@ impl Master {
             let _ = kill(Pid::from_raw(old), Signal::SIGTERM);
         }
         if hup {
-            self.begin_reload();
+            self.reload_now();
         }
     }
 
@@ -610,7 +609,7 @@ impl Master {
             }
             self.last_reload = Some(format!("(upgrade) failed at {}: new master {why}", hms()));
             if hup {
-                self.begin_reload();
+                self.reload_now();
             }
             return;
         }
@@ -666,6 +665,16 @@ impl Master {
     }
 
     // ---- reload (HUP) ------------------------------------------------------------------------
+
+    /// A reload: a new generation, or with `--preload` a new master (the app lives in this
+    /// one).
+    fn reload_now(&mut self) {
+        if self.current.cfg.preload_app {
+            self.reexec_for_reload();
+        } else {
+            self.begin_reload();
+        }
+    }
 
     fn begin_reload(&mut self) {
         self.systemd.reloading();
@@ -743,7 +752,7 @@ impl Master {
         let status = self.status_text();
         self.systemd.announce_ready(status);
         if hup {
-            self.begin_reload();
+            self.reload_now();
         }
     }
 
@@ -772,7 +781,7 @@ impl Master {
         let status = self.status_text();
         self.systemd.announce_ready(status);
         if hup {
-            self.begin_reload();
+            self.reload_now();
         }
     }
 
