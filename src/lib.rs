@@ -26,6 +26,7 @@ pub mod privileges;
 pub mod proctitle;
 pub mod proxy;
 pub mod python;
+pub mod reloader;
 pub mod sockets;
 pub mod units;
 pub mod usage;

@@ -187,6 +187,15 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
         tracing::error!("Worker (pid:{}) failed to boot: {e}", std::process::id());
         return EXIT_BOOT_ERROR;
     }
+    if cfg.reload {
+        let fd = s.ipc.raw_fd();
+        let started = crate::reloader::start(cfg, move |path| {
+            ipc::Sender::send_on(fd, &Msg::SourceChanged(path.display().to_string()));
+        });
+        if let Err(e) = started {
+            tracing::warn!("{e}");
+        }
+    }
     let access = crate::logging::access_out().map(|out| {
         AccessLog::new(
             crate::logging::access::AccessFormat::parse(&cfg.access_log_format)

@@ -218,6 +218,15 @@ impl Sources {
                 Verdict::Refuse(r) => return Err(format!("{}: {r}", origin.locate(s))),
             }
         }
+        if cfg.reload && cfg.preload_app {
+            let at = |n| origin.locate(spec_named(n).expect("declared"));
+            return Err(format!(
+                "{} cannot be used with {}: the app lives in the master with --preload, so \
+                 a changed file would need a new master; drop --preload while developing",
+                at("reload"),
+                at("preload_app")
+            ));
+        }
         (self.checks.config)(&cfg)?;
         cfg.notices = notices;
         Ok(cfg)

@@ -48,8 +48,6 @@ const DIRTY_ONLY: &str = "it only tunes dirty workers, which ferricorn does not 
 const CONTROL: &str = "ferricorn has no control socket (gunicornc): manage the master with \
                        signals — HUP reloads, TTIN/TTOU add or remove a worker, USR1 reopens \
                        the logs, TERM stops (`systemctl reload`, `systemctl kill -s ...`)";
-const RELOAD: &str = "restarting workers when the app's source changes comes with a later \
-                      release: restart (or HUP) ferricorn after a change meanwhile";
 settings! {
     // ---- Config file -------------------------------------------------------------------
 
@@ -93,22 +91,22 @@ settings! {
 
     // ---- Debugging ---------------------------------------------------------------------
 
-    /// Restart workers when the app's code changes (development).
+    /// Reload when a source file of the app changes (development; not with --preload).
     setting reload: bool = Some(false) => bool {
-        section: Debugging, long: Some("reload"), shape: Switch("true"), status: NotYet(RELOAD),
+        section: Debugging, long: Some("reload"), shape: Switch("true"),
+        note: "a changed file starts a reload as HUP does: a syntax error leaves the old code \
+               serving (Gunicorn restarts the worker)",
     }
 
     /// The implementation behind --reload: auto, poll or inotify.
     setting reload_engine: String = Some("auto".into()) => String {
         section: Debugging, long: Some("reload-engine"), value_name: "STRING",
-        status: NotYet(RELOAD),
     }
     check |v| one_of(v, &["auto", "poll", "inotify"]);
 
     /// More files --reload watches. Repeatable.
     setting reload_extra_files: Vec<String> = Some(vec![]) => Vec<String> {
         section: Debugging, long: Some("reload-extra-file"), shape: Repeat, value_name: "FILES",
-        status: NotYet(RELOAD),
     }
 
     /// Trace every line the server executes.

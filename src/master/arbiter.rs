@@ -438,6 +438,25 @@ impl Master {
                 requests,
             } => self.workers.heartbeat(pid, busy_since, requests),
             Msg::Retiring { requests } => self.workers.retiring(pid, requests),
+            Msg::SourceChanged(path) => {
+                // --reload: one report starts one reload. Every worker of a generation watches
+                // the same files, so only a worker of the generation in charge (or of the one
+                // a reload boots, which saw a change after it imported) counts.
+                let Some(generation) = self.workers.get(pid).map(|w| w.generation) else {
+                    return;
+                };
+                let counts = match &self.life {
+                    Lifecycle::Serving | Lifecycle::Booting { .. } => {
+                        generation == self.current.number
+                    }
+                    Lifecycle::Reloading { reload, .. } => generation == reload.generation.number,
+                    _ => false,
+                };
+                if counts {
+                    tracing::info!("Worker (pid:{pid}): {path} modified; reloading (--reload)");
+                    self.handle_hup();
+                }
+            }
             Msg::BootFailed(reason) => {
                 let Some(generation) = self.workers.get(pid).map(|w| w.generation) else {
                     return;

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-pub use app::{AppSpec, LoadError, format_traceback, load_app};
+pub use app::{AppSpec, LoadError, format_traceback, load_app, module_files};
 pub use fork::fork;
 pub use venv::check_virtualenv;
 
