@@ -5,7 +5,6 @@ Kept in Python because it is Python's own rules: import a module, evaluate `name
 """
 import ast
 import importlib
-import importlib.util
 import os
 import sys
 
@@ -87,6 +86,8 @@ def describe(exc):
 
 def module_files():
     """The source files of every imported module (what --reload watches)."""
+    import importlib.util  # only with --reload: not in every worker
+
     out = []
     for m in list(sys.modules.values()):
         f = getattr(m, "__file__", None)

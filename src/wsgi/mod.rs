@@ -42,8 +42,9 @@ pub struct Pending {
     sr: Py<StartResponse>,
     target: String,
     log_vars: Vec<(String, String)>,
-    /// `post_request` once the iteration ends: the hooks' `req` and the environ.
-    post_request: Option<PostRequest>,
+    /// `post_request` once the iteration ends: the hooks' `req` and the environ (boxed: this
+    /// travels with every iterated response).
+    post_request: Option<Box<PostRequest>>,
 }
 
 /// A request whose `post_request` hook is due when its response is done (dropped: called).
@@ -57,7 +58,7 @@ pub struct PostRequest {
 
 impl PostRequest {
     /// Calls the hook with the response head the app gave.
-    fn fire(mut self, py: Python<'_>, head: Option<&Head>) {
+    fn fire(&mut self, py: Python<'_>, head: Option<&Head>) {
         crate::hooks::post_request(
             py,
             &self.cfg,
@@ -151,12 +152,14 @@ impl WsgiApp {
             Ok(s) => s,
             Err(e) => return fail(e),
         };
-        let post_request = hook_req.map(|(cfg, req)| PostRequest {
-            cfg,
-            req: req.unbind(),
-            environ: environ.clone().into_any().unbind(),
-            sr: sr.clone().unbind(),
-            fired: false,
+        let post_request = hook_req.map(|(cfg, req)| {
+            Box::new(PostRequest {
+                cfg,
+                req: req.unbind(),
+                environ: environ.clone().into_any().unbind(),
+                sr: sr.clone().unbind(),
+                fired: false,
+            })
         });
         let result = match self.app.bind(py).call1((&environ, &sr)) {
             Ok(r) => r,
@@ -170,7 +173,7 @@ impl WsgiApp {
         if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
             let done = match response::complete(&result, &sr) {
                 Ok((rhead, body)) => {
-                    if let Some(p) = post_request {
+                    if let Some(mut p) = post_request {
                         p.fire(py, Some(&rhead));
                     }
                     Outcome::Reply(Reply {
