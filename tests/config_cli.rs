@@ -14,18 +14,7 @@ const EXIT_LIMIT: Duration = Duration::from_secs(30);
 
 /// `ferricorn ARGS` in `cwd`, with no setting from the test's environment.
 fn builder(cwd: &Path, args: &[&str]) -> ServerBuilder {
-    let mut b = ferricorn().args(args.iter().copied()).cwd(cwd);
-    for k in [
-        "WEB_CONCURRENCY",
-        "PORT",
-        "FORWARDED_ALLOW_IPS",
-        "VIRTUAL_ENV",
-        "SENDFILE",
-        "GUNICORN_CMD_ARGS",
-    ] {
-        b = b.env_remove(k);
-    }
-    b
+    ferricorn().args(args.iter().copied()).cwd(cwd)
 }
 
 fn show(out: &Output) -> String {

@@ -196,17 +196,7 @@ fn expect(name: &str, spec: &Spec, on_cli: bool) -> Expect {
 }
 
 fn print_config(cwd: &Path, args: &[String]) -> Output {
-    let mut b = ferricorn().cwd(cwd).arg("--print-config");
-    for k in [
-        "WEB_CONCURRENCY",
-        "PORT",
-        "FORWARDED_ALLOW_IPS",
-        "VIRTUAL_ENV",
-        "SENDFILE",
-        "GUNICORN_CMD_ARGS",
-    ] {
-        b = b.env_remove(k);
-    }
+    let b = ferricorn().cwd(cwd).arg("--print-config");
     b.args(args.iter().cloned()).run_to_exit(EXIT_LIMIT)
 }
 

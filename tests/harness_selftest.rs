@@ -2,6 +2,8 @@
 //! server: the client is exercised against an in-process listener, and the
 //! process-management side of `common::server` against `/bin/sh` scripts.
 
+#[path = "common/client_selftest.rs"]
+mod client_selftest;
 mod common;
 
 use std::io::{Read, Write};

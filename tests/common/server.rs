@@ -17,6 +17,26 @@ use std::time::{Duration, Instant};
 use super::client::Addr;
 
 const POLL: Duration = Duration::from_millis(20);
+
+/// Variables ferricorn reads (settings, `GUNICORN_CMD_ARGS`, systemd's protocols), removed from
+/// every spawned server's environment; `.env()` sets one for a test.
+pub const HERMETIC: [&str; 15] = [
+    "WEB_CONCURRENCY",
+    "PORT",
+    "FORWARDED_ALLOW_IPS",
+    "VIRTUAL_ENV",
+    "SENDFILE",
+    "GUNICORN_CMD_ARGS",
+    "NOTIFY_SOCKET",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "INVOCATION_ID",
+    "JOURNAL_STREAM",
+    "PYTHONPATH",
+];
 const LISTENING: &str = "Listening at: ";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,9 +154,11 @@ impl ServerBuilder {
                 cmd.env_remove(&k);
             }
         }
-        // More command-line arguments ferricorn reads, as Gunicorn does: a test sets it
-        // itself, or it is not there.
-        cmd.env_remove("GUNICORN_CMD_ARGS");
+        // Hermetic: no setting and no supervisor protocol reaches the server from the test's
+        // own environment; a test sets what it means to test.
+        for k in HERMETIC {
+            cmd.env_remove(k);
+        }
         cmd.env("PYTHONUNBUFFERED", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("NO_COLOR", "1");
