@@ -377,7 +377,6 @@ fn assert_traceback(s: &Server, hook: &str) {
 fn a_hook_that_raises_at_start_stops_the_start() {
     for (hook, args, code) in [
         ("on_starting", "server", 1),
-        ("when_ready", "server", 1),
         ("nworkers_changed", "server, new, old", 1),
         ("post_fork", "server, worker", 3),
         ("post_worker_init", "worker", 3),
@@ -391,6 +390,17 @@ fn a_hook_that_raises_at_start_stops_the_start() {
             "{hook}: the socket is left behind"
         );
     }
+}
+
+/// The rule (Gunicorn's own master would exit): a failing `when_ready` does not stop
+/// the server.
+#[test]
+fn a_raising_when_ready_is_logged_and_the_server_serves() {
+    let st = Setup::new(&raising("when_ready", "server"));
+    let s = st.builder().spawn();
+    s.wait_ready(T);
+    assert_traceback(&s, "when_ready");
+    assert_eq!(ok(&st.addr(), "/"), "hello");
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! | hook | runs | an exception |
 //! |---|---|---|
 //! | `on_starting(server)` | master, before the listeners open | stops the start (exit 1) |
-//! | `when_ready(server)` | master, listeners open, before the first fork | stops the start (exit 1): in Gunicorn it escapes `Arbiter.start()` |
+//! | `when_ready(server)` | master, listeners open, before the first fork | logged; the server starts anyway (in Gunicorn the exception escapes `Arbiter.start()` and the master exits: a hook that runs once the server is ready, a watchdog's say, should not keep a site down) |
 //! | `nworkers_changed(server, new, old)` | master: at start (`old` None), TTIN/TTOU, a reload's commit | at start: stops the start; later: stops the server (Gunicorn's "Unhandled exception in main loop") |
 //! | `pre_fork(server, worker)` | master, before each fork | stops the server (as Gunicorn's main loop) |
 //! | `child_exit(server, worker)` | master, after a worker was reaped | stops the server (as Gunicorn's main loop) |

@@ -153,12 +153,10 @@ pub fn run(cfg: Config, mut s: Startup) -> i32 {
         }
     };
     crate::proctitle::set(&format!("ferricorn: master [{}]", cfg.proc_name()));
-    // Gunicorn's when_ready: the listeners are open, no worker is forked yet.
+    // Gunicorn's when_ready: the listeners are open, no worker is forked yet. The server is
+    // ready to start: a hook that raises (its traceback logged) does not keep it down.
     if let Err(e) = hooks.call(&state(&cfg), "when_ready") {
-        for l in listeners {
-            l.close_and_unlink();
-        }
-        return give_up(pidfile, &format!("Reason: {e}; not starting"));
+        tracing::warn!("{e}; starting anyway");
     }
     let systemd = announce::Announcer::new(std::mem::take(&mut s.notify));
     let first = generation::Generation::first(cfg, identity, &listeners, &s.env_applied);
