@@ -83,6 +83,15 @@ pub fn run(s: Spawn<'_>) -> i32 {
         }
     }
     crate::proctitle::set(&format!("ferricorn: worker [{}]", s.cfg.proc_name()));
+    // Gunicorn's post_fork: in the new worker, before it switches user or loads the app. An
+    // exception fails the boot.
+    if !s.cfg.hooks.is_empty() {
+        let hooked = crate::python::sync_environ().and_then(|()| crate::hooks::post_fork(s.cfg));
+        if let Err(e) = hooked {
+            tracing::error!("Worker (pid:{}) failed to boot: {e}", std::process::id());
+            return EXIT_BOOT_ERROR;
+        }
+    }
     if let Some(id) = s.identity
         && let Err(e) = crate::privileges::drop_to(id)
     {
@@ -157,12 +166,15 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
         return EXIT_BOOT_ERROR;
     }
     install_faulthandler();
+    crate::hooks::install_abort(cfg);
     let import_start = std::time::Instant::now();
-    let app = match crate::python::load_app(cfg.app_spec()) {
-        Ok(a) => {
-            crate::metrics::app_imported(import_start.elapsed());
-            a
-        }
+    let loaded = match crate::python::preloaded_app() {
+        Some(app) => Ok(app),
+        None => crate::python::load_app(cfg.app_spec())
+            .inspect(|_| crate::metrics::app_imported(import_start.elapsed())),
+    };
+    let app = match loaded {
+        Ok(a) => a,
         Err(e) => {
             if e.traceback.is_empty() {
                 tracing::error!("Exception in worker process: {}", e.reason);
@@ -173,6 +185,19 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
             return EXIT_APP_LOAD;
         }
     };
+    if let Err(e) = crate::hooks::post_worker_init(cfg, &app) {
+        tracing::error!("Worker (pid:{}) failed to boot: {e}", std::process::id());
+        return EXIT_BOOT_ERROR;
+    }
+    if cfg.reload {
+        let fd = s.ipc.raw_fd();
+        let started = crate::reloader::start(cfg, move |path| {
+            ipc::Sender::send_on(fd, &Msg::SourceChanged(path.display().to_string()));
+        });
+        if let Err(e) = started {
+            tracing::warn!("{e}");
+        }
+    }
     let access = crate::logging::access_out().map(|out| {
         AccessLog::new(
             crate::logging::access::AccessFormat::parse(&cfg.access_log_format)
@@ -187,7 +212,14 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     let threads = cfg.threads as usize;
     let wsgi =
         match Python::attach(|py| WsgiApp::new(py, app, threads > 1, cfg.workers > 1, log_keys)) {
-            Ok(w) => Arc::new(w),
+            Ok(mut w) => {
+                if crate::hooks::defined(cfg, "pre_request")
+                    || crate::hooks::defined(cfg, "post_request")
+                {
+                    w.request_hooks = Some(Arc::new(cfg.clone()));
+                }
+                Arc::new(w)
+            }
             Err(e) => {
                 let msg = format!("cannot prepare the WSGI environment: {e}");
                 tracing::error!("{msg}");
@@ -225,6 +257,7 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
         }
     };
     let code = rt.block_on(serve(cfg, s.listeners, s.ipc, service));
+    crate::hooks::worker_exit(cfg);
     finalize_python();
     code
 }
@@ -386,7 +419,7 @@ async fn serve(
         }
     };
     if let Stop::Fast = stop {
-        exit(0);
+        fast_exit(cfg);
     }
     // Stop accepting; the master (or a new worker) keeps the listeners. Requests still arriving
     // on open connections are served, with `Connection: close`; idle keep-alive connections
@@ -407,12 +440,19 @@ async fn serve(
     }
     tokio::select! {
         _ = conns.drained() => {}
-        _ = quit.recv() => exit(0),
-        _ = int.recv() => exit(0),
+        _ = quit.recv() => fast_exit(cfg),
+        _ = int.recv() => fast_exit(cfg),
     }
     beat.abort();
     tracing::info!("Worker exiting (pid: {})", std::process::id());
     0
+}
+
+/// INT or QUIT: Gunicorn's `worker_int` and `worker_exit` hooks, then out at once.
+fn fast_exit(cfg: &Config) -> ! {
+    crate::hooks::worker_int(cfg);
+    crate::hooks::worker_exit(cfg);
+    exit(0)
 }
 
 /// How often a worker reports: often enough for `--timeout` to be precise, at most 1/s.

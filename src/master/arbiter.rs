@@ -21,6 +21,7 @@ use super::generation::Generation;
 use super::reload::{self, Reload};
 use super::upgrade::{self, Successor};
 use super::workers::{Workers, describe, fork_worker};
+use crate::exit::EXIT_FAILURE;
 use crate::ipc::{self, Msg};
 use crate::metrics::{self, Book, Endpoint, MasterView, Restart};
 use crate::pidfile::PidFile;
@@ -59,7 +60,13 @@ enum Lifecycle {
     Reloading { reload: Box<Reload>, hup: bool },
     /// USR2: a successor master runs, not in charge yet. A reload asked for meanwhile is done
     /// here if the upgrade fails, or passed on to the successor when it takes over.
-    Upgrading { successor: Successor, hup: bool },
+    /// `reload`: it is a HUP with `--preload` (a new master loads the new code), which systemd
+    /// was told about (`RELOADING=1`).
+    Upgrading {
+        successor: Successor,
+        hup: bool,
+        reload: bool,
+    },
     /// The workers were told to stop; SIGKILL at `deadline`; exit with `code` when all are gone.
     /// `successor`: the master that took over (its sockets and pid file are left to it).
     Stopping {
@@ -107,6 +114,8 @@ pub(super) struct Master {
     /// TERM arrived with `--drain-delay`: the health path answers 503, and the graceful stop
     /// begins at this instant.
     drain_at: Option<Instant>,
+    /// The `server` object of the hooks, and the master-side hooks.
+    hooks: crate::hooks::Server,
 }
 
 /// What `master::run` opened before the loop starts.
@@ -130,6 +139,7 @@ impl Master {
         current: Generation,
         opened: Opened,
         systemd: Announcer,
+        hooks: crate::hooks::Server,
     ) -> Master {
         Master {
             startup,
@@ -146,13 +156,14 @@ impl Master {
             book: opened.book,
             metrics: opened.metrics,
             drain_at: None,
+            hooks,
         }
     }
 
     /// Supervises until the master stops; returns the exit code. Sockets ferricorn created and
     /// the pid file are removed on the way out (unless a successor took them over).
     pub fn run(mut self) -> i32 {
-        let code = self.supervise();
+        let mut code = self.supervise();
         tracing::info!("Shutting down: Master");
         for l in std::mem::take(&mut self.listeners) {
             l.close_and_unlink();
@@ -163,7 +174,29 @@ impl Master {
         if let Some(p) = self.pidfile.take() {
             p.remove();
         }
+        let state = crate::hooks::State {
+            cfg: &self.current.cfg,
+            num_workers: self.current.workers,
+        };
+        if self.hooks.call(&state, "on_exit").is_err() && code == 0 {
+            code = EXIT_FAILURE;
+        }
         code
+    }
+
+    /// What `server` shows of the master now.
+    fn state(&self) -> crate::hooks::State<'_> {
+        crate::hooks::State {
+            cfg: &self.current.cfg,
+            num_workers: self.current.workers,
+        }
+    }
+
+    /// A master-side hook raised in the loop: Gunicorn's main loop stops the server
+    /// ("Unhandled exception in main loop"); so does this one (fast, exit 1).
+    fn hook_failed(&mut self, why: &str) {
+        tracing::error!("Reason: {why}; stopping");
+        self.begin_stop(Stop::Fast, EXIT_FAILURE);
     }
 
     fn supervise(&mut self) -> i32 {
@@ -296,7 +329,7 @@ impl Master {
             return;
         }
         match &mut self.life {
-            Lifecycle::Serving => self.begin_reload(),
+            Lifecycle::Serving => self.reload_now(),
             Lifecycle::Booting { hup } => {
                 tracing::info!("The workers are booting; the reload will follow");
                 *hup = true;
@@ -318,7 +351,7 @@ impl Master {
         // Only waitpid tells a live successor from a dead one (a zombie answers kill(pid, 0)):
         // reap first, which ends the upgrade if the successor has exited.
         self.reap();
-        if let Lifecycle::Upgrading { successor, hup } = &self.life {
+        if let Lifecycle::Upgrading { successor, hup, .. } = &self.life {
             let (pid, hup) = (successor.pid(), *hup);
             self.hand_over(pid, hup);
             return;
@@ -363,34 +396,62 @@ impl Master {
             );
             return;
         }
+        if let Err(e) = self.start_successor(false) {
+            tracing::error!("Upgrade failed: {e}");
+            self.book.upgrade(false);
+        }
+    }
+
+    /// HUP with `--preload`: the app lives in the master, so new code needs a new master. It
+    /// is started as USR2 starts one (same sockets, `MAINPID=`), and takes over once its
+    /// workers serve; if it fails, this one keeps serving and the reload is refused.
+    fn reexec_for_reload(&mut self) {
+        self.systemd.reloading();
+        tracing::info!("Reloading with --preload: starting a new master to load the new code");
+        if let Err(e) = self.start_successor(true) {
+            self.reload_failed(&format!("cannot start a new master: {e}"), false);
+        }
+    }
+
+    /// Forks and execs the successor master (`pre_exec(server)` runs in it before the exec).
+    fn start_successor(&mut self, reload: bool) -> Result<(), String> {
         let program = upgrade::Program {
             exe: &self.startup.exe,
             argv: &self.startup.argv,
             cwd: &self.startup.start_cwd,
         };
-        match upgrade::start(
+        let cfg = &self.current.cfg;
+        let state = crate::hooks::State {
+            cfg,
+            num_workers: self.current.workers,
+        };
+        let hooks = &self.hooks;
+        let mut pre_exec = || hooks.call(&state, "pre_exec").is_ok();
+        let before_exec: Option<&mut dyn FnMut() -> bool> =
+            if crate::hooks::defined(cfg, "pre_exec") {
+                Some(&mut pre_exec)
+            } else {
+                None
+            };
+        let successor = upgrade::start(
             &program,
             &self.listeners,
             self.metrics.as_ref().map(Endpoint::listener),
             &self.current.env,
             self.systemd.env(),
-        ) {
-            Ok(successor) => {
-                tracing::info!(
-                    "Upgrading: started a new master (pid {}) from {}",
-                    successor.pid(),
-                    self.startup.exe.display()
-                );
-                self.life = Lifecycle::Upgrading {
-                    successor,
-                    hup: false,
-                };
-            }
-            Err(e) => {
-                tracing::error!("Upgrade failed: {e}");
-                self.book.upgrade(false);
-            }
-        }
+            before_exec,
+        )?;
+        tracing::info!(
+            "Upgrading: started a new master (pid {}) from {}",
+            successor.pid(),
+            self.startup.exe.display()
+        );
+        self.life = Lifecycle::Upgrading {
+            successor,
+            hup: false,
+            reload,
+        };
+        Ok(())
     }
 
     /// One worker more.
@@ -403,6 +464,10 @@ impl Master {
             reload.generation.workers += 1;
         }
         tracing::info!("Increasing workers to {}", self.current.workers);
+        let old = self.current.workers - 1;
+        if let Err(e) = self.hooks.nworkers_changed(&self.state(), Some(old)) {
+            self.hook_failed(&e);
+        }
     }
 
     /// One worker fewer (never below one): the oldest beyond the number stops gracefully.
@@ -415,6 +480,10 @@ impl Master {
             reload.generation.workers = reload.generation.workers.saturating_sub(1).max(1);
         }
         tracing::info!("Decreasing workers to {}", self.current.workers);
+        let old = self.current.workers + 1;
+        if let Err(e) = self.hooks.nworkers_changed(&self.state(), Some(old)) {
+            self.hook_failed(&e);
+        }
         for pid in self
             .workers
             .beyond(self.current.number, self.current.workers)
@@ -446,6 +515,25 @@ impl Master {
                 requests,
             } => self.workers.heartbeat(pid, busy_since, requests),
             Msg::Retiring { requests } => self.workers.retiring(pid, requests),
+            Msg::SourceChanged(path) => {
+                // --reload: one report starts one reload. Every worker of a generation watches
+                // the same files, so only a worker of the generation in charge (or of the one
+                // a reload boots, which saw a change after it imported) counts.
+                let Some(generation) = self.workers.get(pid).map(|w| w.generation) else {
+                    return;
+                };
+                let counts = match &self.life {
+                    Lifecycle::Serving | Lifecycle::Booting { .. } => {
+                        generation == self.current.number
+                    }
+                    Lifecycle::Reloading { reload, .. } => generation == reload.generation.number,
+                    _ => false,
+                };
+                if counts {
+                    tracing::info!("Worker (pid:{pid}): {path} modified; reloading (--reload)");
+                    self.handle_hup();
+                }
+            }
             Msg::BootFailed(reason) => {
                 let Some(generation) = self.workers.get(pid).map(|w| w.generation) else {
                     return;
@@ -486,7 +574,7 @@ impl Master {
             }
         }
         if hup {
-            self.begin_reload();
+            self.reload_now();
         }
     }
 
@@ -550,6 +638,14 @@ impl Master {
             env: &generation.env,
         };
         let number = generation.number;
+        let state = crate::hooks::State {
+            cfg: &self.current.cfg,
+            num_workers: self.current.workers,
+        };
+        if let Err(e) = self.hooks.pre_fork(&state, &generation.cfg) {
+            self.hook_failed(&e);
+            return false;
+        }
         let slot = self.book.reserve();
         let memory = slot.map(|i| self.book.slot(i));
         let forked = fork_worker(|| {
@@ -564,6 +660,7 @@ impl Master {
             Ok(pid) => {
                 tracing::info!("Booting worker with pid: {pid}");
                 self.workers.insert(pid, number);
+                self.hooks.forked(pid.as_raw());
                 true
             }
             Err(e) => {
@@ -607,20 +704,29 @@ impl Master {
     }
 
     fn on_exit(&mut self, pid: Pid, status: WaitStatus) {
-        if let Lifecycle::Upgrading { successor, hup } = &self.life
+        if let Lifecycle::Upgrading {
+            successor,
+            hup,
+            reload,
+        } = &self.life
             && successor.pid() == pid
         {
-            let hup = *hup;
+            let (hup, reload) = (*hup, *reload);
             self.life = Lifecycle::Serving;
             let why = describe(status);
             tracing::error!("Upgrade failed: the new master (pid {pid}) {why}; still serving");
-            self.book.upgrade(false);
-            self.last_reload = Some(format!("(upgrade) failed at {}: new master {why}", hms()));
             if let Some(p) = &self.pidfile {
                 p.reclaim();
             }
+            if reload {
+                // systemd was told RELOADING=1: READY=1 ends it.
+                self.reload_failed(&format!("the new master {why}"), hup);
+                return;
+            }
+            self.book.upgrade(false);
+            self.last_reload = Some(format!("(upgrade) failed at {}: new master {why}", hms()));
             if hup {
-                self.begin_reload();
+                self.reload_now();
             }
             return;
         }
@@ -636,6 +742,12 @@ impl Master {
             && let Some(why) = w.restart_reason()
         {
             self.book.restart(why);
+        }
+        if let Err(e) = self.hooks.exited(&self.state(), pid.as_raw())
+            && !matches!(self.life, Lifecycle::Stopping { .. })
+        {
+            self.hook_failed(&e);
+            return;
         }
         if !w.died_booting() || matches!(self.life, Lifecycle::Stopping { .. }) {
             return;
@@ -679,6 +791,16 @@ impl Master {
 
     // ---- reload (HUP) ------------------------------------------------------------------------
 
+    /// A reload: a new generation, or with `--preload` a new master (the app lives in this
+    /// one).
+    fn reload_now(&mut self) {
+        if self.current.cfg.preload_app {
+            self.reexec_for_reload();
+        } else {
+            self.begin_reload();
+        }
+    }
+
     fn begin_reload(&mut self) {
         self.systemd.reloading();
         tracing::info!("Reloading the configuration");
@@ -696,6 +818,16 @@ impl Master {
                         "--metrics-bind changed: the master keeps its metrics listener until \
                          it restarts (or USR2 starts a new one)"
                     );
+                }
+                // Gunicorn's on_reload: the new configuration's, before its workers fork. An
+                // exception refuses the reload (Gunicorn's master would die of it).
+                let state = crate::hooks::State {
+                    cfg: &r.generation.cfg,
+                    num_workers: r.generation.workers,
+                };
+                if let Err(e) = self.hooks.call(&state, "on_reload") {
+                    r.roll_back();
+                    return self.reload_failed(&e, false);
                 }
                 tracing::info!(
                     "Starting generation {}: {} worker(s)",
@@ -728,7 +860,14 @@ impl Master {
             unreachable!("checked above")
         };
         let old = self.current.number;
+        let old_workers = self.current.workers;
         self.current = reload.commit(&mut self.listeners);
+        if let Err(e) = self
+            .hooks
+            .nworkers_changed(&self.state(), Some(old_workers))
+        {
+            return self.hook_failed(&e);
+        }
         for (pid, _) in self.workers.of_generation(old) {
             self.workers.stop(pid, Signal::SIGTERM);
             self.book.restart(Restart::Reload);
@@ -746,7 +885,7 @@ impl Master {
         let status = self.status_text();
         self.systemd.announce_ready(status);
         if hup {
-            self.begin_reload();
+            self.reload_now();
         }
     }
 
@@ -776,7 +915,7 @@ impl Master {
         let status = self.status_text();
         self.systemd.announce_ready(status);
         if hup {
-            self.begin_reload();
+            self.reload_now();
         }
     }
 

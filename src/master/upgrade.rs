@@ -64,17 +64,34 @@ pub(super) struct Program<'a> {
 /// Forks and execs the successor with `listeners`, and the environment of the current
 /// generation's workers (this master's, with `env` applied).
 /// `metrics`: the `--metrics-bind` listener, handed over after the others under its own name.
+///
+/// `before_exec` (the `pre_exec` server hook) runs in the child before the exec; the fork
+/// then goes through CPython's fork protocol (`python::fork`), so that Python can run there.
+/// If it returns false, the child exits and the master sees the upgrade fail.
 pub(super) fn start(
     program: &Program<'_>,
     listeners: &[Listener],
     metrics: Option<&Listener>,
     env: &[(String, Option<String>)],
     notify: &NotifyEnv,
+    before_exec: Option<&mut dyn FnMut() -> bool>,
 ) -> Result<Successor, String> {
     let mut exec = Exec::prepare(program, listeners, metrics, env, notify)?;
-    // SAFETY: in the child, `Exec::run` makes only async-signal-safe calls and never returns.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => exec.run(),
+    let forked = match &before_exec {
+        Some(_) => crate::python::fork(),
+        // SAFETY: in the child, `Exec::run` makes only async-signal-safe calls and never
+        // returns.
+        None => unsafe { fork() },
+    };
+    match forked {
+        Ok(ForkResult::Child) => {
+            if let Some(hook) = before_exec
+                && !hook()
+            {
+                fail(b"the pre_exec hook raised; not executing the new master")
+            }
+            exec.run()
+        }
         Ok(ForkResult::Parent { child }) => Ok(Successor { pid: child }),
         Err(e) => Err(format!("cannot fork: {e}")),
     }

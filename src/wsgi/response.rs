@@ -26,6 +26,8 @@ impl WsgiApp {
             sr,
             target,
             log_vars,
+            // Dropped when this returns, after close(): then the hook runs.
+            post_request: _post_request,
         } = p;
         let result = result.bind(py);
         let sr = sr.bind(py);
