@@ -186,10 +186,9 @@ impl Book {
     pub fn snapshot(&self, view: MasterView) -> Snapshot {
         let mut live = Totals::default();
         let (mut connections, mut busy, mut queued) = (0i64, 0i64, 0i64);
-        for s in self.region.slots() {
-            if s.owner().is_none() {
-                continue;
-            }
+        // Only the slots of live workers: reading the others would fault their pages in.
+        for &i in self.slot_of.values() {
+            let s = &self.region.slots()[i];
             live.add(&Totals::of_slot(s));
             connections += s.connections.load(Ordering::Relaxed);
             busy += s.python_busy.load(Ordering::Relaxed);
