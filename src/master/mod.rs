@@ -2,8 +2,10 @@
 //!
 //! It owns the listeners, forks the workers, and runs one loop: `poll()` on a signalfd (every
 //! signal it handles is blocked and read from there, so no code runs in signal context) and on
-//! the workers' message pipe, then reaps exited workers, enforces `--timeout`, keeps the number
-//! of workers at the target, and keeps systemd informed (`READY`, `STATUS`, `WATCHDOG`, ...).
+//! the workers' message pipe (and on the `--metrics-bind` listener: `crate::metrics`), then
+//! reaps exited workers (and, as PID 1 of a container, any process reparented to it), enforces
+//! `--timeout`, keeps the number of workers at the target, and keeps systemd informed
+//! (`READY`, `STATUS`, `WATCHDOG`, ...).
 //!
 //! Workers belong to a *generation*. A reload (HUP) starts a new generation with the new
 //! configuration, waits until all its workers serve, and only then stops the old one
