@@ -464,7 +464,11 @@ impl Master {
                 tracing::error!("Worker (pid:{pid}) failed to boot: {reason}");
                 if self.next_generation() == Some(generation) {
                     self.abort_reload(&format!("the app failed to load: {reason}"));
-                } else if !matches!(self.life, Lifecycle::Stopping { .. }) {
+                } else if generation == self.current.number
+                    && !matches!(self.life, Lifecycle::Stopping { .. })
+                {
+                    // A worker of an abandoned generation (a reload that already failed, whose
+                    // other workers are still being stopped) says nothing about the serving one.
                     tracing::error!(
                         "Reason: the app `{}` failed to load: {reason}",
                         self.current.cfg.app_spec()
@@ -656,7 +660,7 @@ impl Master {
         };
         if in_reload {
             self.abort_reload(&format!("a new worker {}", describe(status)));
-        } else if booting || code == EXIT_APP_LOAD {
+        } else if w.generation == self.current.number && (booting || code == EXIT_APP_LOAD) {
             tracing::error!(
                 "Reason: a worker could not load the app `{}`",
                 self.current.cfg.app_spec()
