@@ -16,17 +16,17 @@ use pyo3::prelude::*;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::busy::Busy;
 use crate::coalesce::Coalesced;
 use crate::config::Config;
 use crate::http::dispatch::ConnInfo;
 use crate::http::{Limits, Shared};
 use crate::ipc::{self, Msg};
 use crate::logging::access::AccessLog;
-use crate::busy::Busy;
-use crate::wsgi::pool::Pool;
 use crate::privileges::Identity;
 use crate::proxy::Peer;
 use crate::sockets::{Listener, LocalAddr};
+use crate::wsgi::pool::Pool;
 use crate::wsgi::{WsgiApp, WsgiDispatch};
 
 /// What a worker's connections share.
@@ -208,6 +208,7 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     let mut shared = Shared::new(dispatch, limits(cfg), cfg.forwarded());
     shared.access = access;
     shared.max_requests = max_requests;
+    shared.proxy_protocol = proxy_protocol(cfg);
     let service = Arc::new(shared);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -222,6 +223,17 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     let code = rt.block_on(serve(cfg, s.listeners, s.ipc, service));
     finalize_python();
     code
+}
+
+/// `--proxy-protocol` and `--proxy-allow-from` for the connection layer.
+fn proxy_protocol(cfg: &Config) -> crate::http::proxy_protocol::Accept {
+    use crate::config::ProxyProtocol as P;
+    crate::http::proxy_protocol::Accept {
+        v1: matches!(cfg.proxy_protocol, P::V1 | P::Auto),
+        v2: matches!(cfg.proxy_protocol, P::V2 | P::Auto),
+        allow: crate::proxy::ForwardedAllowIps::parse(&cfg.proxy_allow_ips)
+            .expect("validated at load"),
+    }
 }
 
 /// The request limits of this config (`--limit-request-*`, the timeouts).

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{DEFAULT_ACCESS_LOG_FORMAT, DEFAULT_LIMIT_REQUEST_BODY};
 use super::args::{add_arg, read_items};
 use super::compat::{
     accept_comma_string, header_map, http_protocols, http2_cleartext, logger_class, port_bind,
@@ -19,6 +18,7 @@ use super::spec::{Hook, Shape, Spec, Verdict};
 use super::value::{
     LogLevel, ProxyProtocol, Resolve, Value, env_value, one_of, parse_umask, range,
 };
+use super::{DEFAULT_ACCESS_LOG_FORMAT, DEFAULT_LIMIT_REQUEST_BODY};
 use crate::proxy::ForwardedAllowIps;
 use crate::sockets::BindAddr;
 
@@ -530,18 +530,20 @@ settings! {
         status: Refused(PASTE),
     }
 
-    /// Read the PROXY protocol (off, v1, v2, auto; the flag alone means auto).
+    /// Read a PROXY protocol header (nginx `proxy_protocol on;`, HAProxy `send-proxy`) before
+    /// the first request: off, v1, v2 or auto (both; the flag alone means auto). The client it
+    /// names becomes REMOTE_ADDR and the access log's %(h)s.
     setting proxy_protocol: ProxyProtocol = Some(ProxyProtocol::Off) => ProxyProtocol {
         section: ServerMechanics, long: Some("proxy-protocol"), shape: OptionalValue("auto"),
         value_name: "MODE",
-        status: NotYet("the PROXY protocol (nginx `proxy_protocol on;`, HAProxy `send-proxy`) \
-                        comes with a later release"),
+        note: "a connection without a header is plain HTTP; a header from a peer outside \
+               --proxy-allow-from, or a malformed one, closes it with a warning",
     }
 
-    /// Peers allowed to send the PROXY protocol (comma-separated; '*' for all).
+    /// Peers allowed to send a PROXY protocol header: comma-separated IPs or CIDRs, '*' for
+    /// all; a unix-socket peer is always allowed.
     setting proxy_allow_ips: String = Some("127.0.0.1,::1".into()) => String {
         section: ServerMechanics, long: Some("proxy-allow-from"), value_name: "IPS",
-        status: NotYet("the PROXY protocol comes with a later release"),
     }
     check |v| ForwardedAllowIps::parse(v).map(|_| ());
     toml_value accept_comma_string;

@@ -61,6 +61,8 @@ pub struct Shared<D> {
     pub retire: Notify,
     /// The worker is stopping: responses carry `Connection: close`.
     pub draining: AtomicBool,
+    /// `--proxy-protocol`, `--proxy-allow-from`.
+    pub proxy_protocol: super::proxy_protocol::Accept,
 }
 
 impl<D> Shared<D> {
@@ -75,6 +77,7 @@ impl<D> Shared<D> {
             max_requests: 0,
             retire: Notify::new(),
             draining: AtomicBool::new(false),
+            proxy_protocol: super::proxy_protocol::Accept::off(),
         }
     }
 }
@@ -110,12 +113,34 @@ impl Done {
 }
 
 /// Serves one connection until it closes.
-pub async fn serve<S, D>(mut io: S, shared: Arc<Shared<D>>, info: Arc<ConnInfo>)
+pub async fn serve<S, D>(mut io: S, shared: Arc<Shared<D>>, mut info: Arc<ConnInfo>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     D: Dispatch,
 {
     let mut rbuf = BytesMut::with_capacity(8192);
+    if shared.proxy_protocol.enabled() {
+        let pp = &shared.proxy_protocol;
+        match super::proxy_protocol::read(
+            &mut io,
+            &mut rbuf,
+            pp,
+            &info.peer,
+            shared.limits.header_timeout,
+        )
+        .await
+        {
+            Ok(None) => {}
+            Ok(Some(p)) => info = Arc::new(ConnInfo::new(info.peer, info.local.clone()).proxied(p)),
+            Err(refused) => {
+                if let super::proxy_protocol::Refused::Warn(w) = refused {
+                    tracing::warn!("{w}; connection closed");
+                }
+                let _ = io.shutdown().await;
+                return;
+            }
+        }
+    }
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut first = true;
     loop {
@@ -1069,7 +1094,7 @@ fn shared_finished<D>(
             (String::new(), String::new())
         };
         a.emit(&AccessRecord {
-            peer: info.peer,
+            peer: info.client(),
             method: head.method_str(),
             target: &target,
             path: &path,

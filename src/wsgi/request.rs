@@ -185,6 +185,14 @@ impl Template {
             }
             None => env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?,
         }
+        if let Some(p) = &req.conn.proxy {
+            // Gunicorn's keys for a PROXY protocol header (REMOTE_* are the client's already).
+            env.set_item(intern!(py, "PROXY_PROTOCOL"), p.protocol)?;
+            if let Some(d) = p.destination {
+                env.set_item(intern!(py, "PROXY_ADDR"), d.ip().to_string())?;
+                env.set_item(intern!(py, "PROXY_PORT"), d.port().to_string())?;
+            }
+        }
         env.set_item(
             intern!(py, "wsgi.url_scheme"),
             if req.scheme == "https" {
