@@ -25,6 +25,7 @@ use crate::ipc::{self, Msg};
 use crate::logging::access::AccessLog;
 use crate::privileges::Identity;
 use crate::proxy::Peer;
+use crate::proxy::{ForwarderHeaders, SchemeHeaders};
 use crate::sockets::{Listener, LocalAddr};
 use crate::wsgi::pool::Pool;
 use crate::wsgi::{WsgiApp, WsgiDispatch};
@@ -183,7 +184,10 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     let threads = cfg.threads as usize;
     let wsgi =
         match Python::attach(|py| WsgiApp::new(py, app, threads > 1, cfg.workers > 1, log_keys)) {
-            Ok(w) => Arc::new(w),
+            Ok(mut w) => {
+                w.set_forwarder_headers(ForwarderHeaders::new(&cfg.forwarder_headers));
+                Arc::new(w)
+            }
             Err(e) => {
                 let msg = format!("cannot prepare the WSGI environment: {e}");
                 tracing::error!("{msg}");
@@ -209,6 +213,12 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     shared.access = access;
     shared.max_requests = max_requests;
     shared.proxy_protocol = proxy_protocol(cfg);
+    shared.scheme_headers = SchemeHeaders::new(
+        cfg.secure_scheme_headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    shared.forwarder = ForwarderHeaders::new(&cfg.forwarder_headers);
     let service = Arc::new(shared);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

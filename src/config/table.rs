@@ -498,16 +498,19 @@ settings! {
                          (set TMPDIR in the environment to move them)"),
     }
 
-    /// Headers (upper-case name: value) by which a trusted proxy says the request was HTTPS.
+    /// Headers by which a trusted proxy (--forwarded-allow-ips) says the request came over
+    /// HTTPS, each with the exact value that means so (NAME=VALUE, comma-separated; '' for
+    /// none); contradicting ones are a 400.
     setting secure_scheme_headers: BTreeMap<String, String> = Some(BTreeMap::from([
         ("X-FORWARDED-PROTOCOL".into(), "ssl".into()),
         ("X-FORWARDED-PROTO".into(), "https".into()),
         ("X-FORWARDED-SSL".into(), "on".into()),
     ])) => BTreeMap<String, String> {
-        section: ServerMechanics, shape: NoFlag,
-        default_doc: Some("X-FORWARDED-PROTOCOL: ssl, X-FORWARDED-PROTO: https, X-FORWARDED-SSL: on"),
-        status: NotYet("ferricorn honours Gunicorn's three default headers; choosing others \
-                        comes with a later release"),
+        section: ServerMechanics, long: Some("secure-scheme-headers"), shape: Comma,
+        value_name: "NAME=VALUE",
+        default_doc: Some("X-FORWARDED-PROTOCOL=ssl,X-FORWARDED-PROTO=https,X-FORWARDED-SSL=on"),
+        note: "a table in the config file; the flag is ferricorn's (Gunicorn has none); \
+               names match in any case, values exactly (as in Gunicorn)",
     }
 
     /// Peers trusted to set X-Forwarded-Proto & co: comma-separated IPs or CIDRs, '*' for all;
@@ -599,14 +602,15 @@ settings! {
         status: Refused(LENIENT),
     }
 
-    /// Headers a trusted proxy may set into the environ (SCRIPT_NAME, PATH_INFO, REMOTE_USER).
+    /// Header names with `_` (otherwise dropped) that a trusted proxy (--forwarded-allow-ips)
+    /// may send: they reach the app as HTTP_NAME; a SCRIPT_NAME header also sets SCRIPT_NAME
+    /// and is taken off PATH_INFO. Comma-separated, '*' for all, '' for none.
     setting forwarder_headers: Vec<String> = Some(vec!["SCRIPT_NAME".into(), "PATH_INFO".into()])
         => Vec<String> {
         section: ServerMechanics, long: Some("forwarder-headers"), shape: Comma,
-        value_name: "STRING", default_doc: Some("SCRIPT_NAME,PATH_INFO"),
-        status: NotYet("taking SCRIPT_NAME and PATH_INFO from a trusted proxy's headers comes \
-                        with a later release"),
-        note: "not yet even at the default: ferricorn does not read these headers",
+        value_name: "NAMES", default_doc: Some("SCRIPT_NAME,PATH_INFO"),
+        note: "a path that does not start with the SCRIPT_NAME header is a 400 (Gunicorn's \
+               \"Configuration problem\"); nginx: `proxy_set_header SCRIPT_NAME /prefix;`",
     }
 
     /// What to do with header names that cannot be mapped into the environ unambiguously

@@ -63,6 +63,9 @@ pub struct Shared<D> {
     pub draining: AtomicBool,
     /// `--proxy-protocol`, `--proxy-allow-from`.
     pub proxy_protocol: super::proxy_protocol::Accept,
+    /// `secure_scheme_headers` and `--forwarder-headers`, for peers in `forwarded`.
+    pub scheme_headers: crate::proxy::SchemeHeaders,
+    pub forwarder: crate::proxy::ForwarderHeaders,
 }
 
 impl<D> Shared<D> {
@@ -78,6 +81,8 @@ impl<D> Shared<D> {
             retire: Notify::new(),
             draining: AtomicBool::new(false),
             proxy_protocol: super::proxy_protocol::Accept::off(),
+            scheme_headers: crate::proxy::SchemeHeaders::gunicorn_default(),
+            forwarder: crate::proxy::ForwarderHeaders::new(&["SCRIPT_NAME", "PATH_INFO"]),
         }
     }
 }
@@ -271,6 +276,38 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// What a trusted proxy's headers say: the scheme (`secure_scheme_headers`), after checking
+/// that a `SCRIPT_NAME` header (`--forwarder-headers`) is a prefix of the path (400 if not, as
+/// in Gunicorn: the app could not be told its `PATH_INFO`).
+fn forwarded<D>(
+    shared: &Shared<D>,
+    head: &Head,
+    trusted: bool,
+) -> Result<&'static str, &'static str> {
+    if !trusted {
+        return Ok("http");
+    }
+    let fields = || head.fields.iter().map(|f| (head.name(f), head.value(f)));
+    if shared.forwarder.script_name()
+        && let Some(script_name) = crate::proxy::script_name_header(fields())
+    {
+        let (raw, _) = parse::split_target(head.target());
+        let path = if raw.contains(&b'%') {
+            std::borrow::Cow::Owned(parse::decode_path(raw))
+        } else {
+            std::borrow::Cow::Borrowed(raw)
+        };
+        if crate::proxy::strip_script_name(&path, script_name).is_none() {
+            return Err("the request path does not start with its SCRIPT_NAME header");
+        }
+    }
+    if shared.scheme_headers.worth_looking(head.forwarded) {
+        shared.scheme_headers.url_scheme(fields())
+    } else {
+        Ok("http")
+    }
+}
+
 /// A failed body read as a status for the client.
 fn body_status(e: &BodyError) -> Option<u16> {
     match e {
@@ -307,13 +344,9 @@ where
         (Done::server(status, false), None)
     };
     let trusted = info.peer.trusted_by(&shared.forwarded);
-    let scheme = if head.forwarded && trusted {
-        match crate::proxy::url_scheme(head.fields.iter().map(|f| (head.name(f), head.value(f)))) {
-            Ok(s) => s,
-            Err(why) => return fail(400, why, out),
-        }
-    } else {
-        "http"
+    let scheme = match forwarded(shared, head, trusted) {
+        Ok(s) => s,
+        Err(why) => return fail(400, why, out),
     };
     if let Framing::Length(n) = head.framing
         && limits.body > 0
@@ -362,6 +395,7 @@ where
             body,
             conn: info.clone(),
             scheme,
+            trusted,
         };
         let outcome = {
             let mut fut = pin!(shared.dispatch.call(req));
@@ -400,6 +434,7 @@ where
         }),
         conn: info.clone(),
         scheme,
+        trusted,
     };
     if !out.is_empty() {
         let ok = io.write_all(out).await.is_ok();

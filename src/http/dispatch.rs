@@ -195,6 +195,9 @@ pub struct Request {
     pub conn: Arc<ConnInfo>,
     /// `http` or `https` (`wsgi.url_scheme` / ASGI `scheme`), from the proxy rules.
     pub scheme: &'static str,
+    /// The peer is in `--forwarded-allow-ips` (or on a unix socket): its `--forwarder-headers`
+    /// count.
+    pub trusted: bool,
 }
 
 /// A streamed response body chunk, or the reason the stream must be cut (the client then sees

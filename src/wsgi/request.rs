@@ -18,6 +18,7 @@ use super::file_wrapper::FileWrapper;
 use super::input::Input;
 use crate::http::dispatch::{Body, Request};
 use crate::http::parse::{self, Head, Method, Version};
+use crate::proxy::{self, ForwarderHeaders};
 use crate::sockets::LocalAddr;
 
 /// A Python str from bytes taken as latin-1 (each byte one code point, as PEP 3333 says).
@@ -67,6 +68,8 @@ type HeaderKeys = FxHashMap<Box<[u8]>, Option<Py<PyString>>>;
 pub struct Template {
     dict: Py<PyDict>,
     script_name: String,
+    /// `--forwarder-headers`: what a trusted peer's `_` headers may set.
+    forwarder: ForwarderHeaders,
     /// `HTTP_*` keys by header name as sent, interned once.
     keys: Mutex<HeaderKeys>,
 }
@@ -118,8 +121,15 @@ impl Template {
         Ok(Template {
             dict: d.unbind(),
             script_name,
+            forwarder: ForwarderHeaders::new(&["SCRIPT_NAME", "PATH_INFO"]),
             keys: Mutex::new(FxHashMap::default()),
         })
+    }
+
+    /// `--forwarder-headers` (Gunicorn's default until this is called: `SCRIPT_NAME`,
+    /// `PATH_INFO`).
+    pub fn set_forwarder_headers(&mut self, f: ForwarderHeaders) {
+        self.forwarder = f;
     }
 
     /// The environ key for a request header, or None for a name Gunicorn drops (one with an
@@ -160,11 +170,21 @@ impl Template {
         if raw_path.contains(&b'%') {
             path = Cow::Owned(parse::decode_path(raw_path));
         }
-        if !self.script_name.is_empty() && path.starts_with(self.script_name.as_bytes()) {
-            let rest = &path[self.script_name.len()..];
-            if rest.is_empty() || rest[0] == b'/' {
-                path = Cow::Owned(rest.to_vec());
-            }
+        // A trusted proxy's SCRIPT_NAME header (the connection checked that it fits the path)
+        // replaces the one from the environment.
+        let forwarded_script = if req.trusted && self.forwarder.script_name() {
+            proxy::script_name_header(head.fields.iter().map(|f| (head.name(f), head.value(f))))
+        } else {
+            None
+        };
+        let script_name = forwarded_script.unwrap_or(self.script_name.as_bytes());
+        if !script_name.is_empty()
+            && let Some(rest) = proxy::strip_script_name(&path, script_name)
+        {
+            path = Cow::Owned(rest.to_vec());
+        }
+        if let Some(sn) = forwarded_script {
+            env.set_item(intern!(py, "SCRIPT_NAME"), latin1(py, sn))?;
         }
         env.set_item(intern!(py, "PATH_INFO"), latin1(py, &path))?;
         env.set_item(intern!(py, "QUERY_STRING"), latin1(py, query))?;
@@ -220,7 +240,20 @@ impl Template {
                     v.extend_from_slice(head.value(later));
                 }
             }
-            self.set_header(py, &env, name, &value)?;
+            if !self.set_header(py, &env, name, &value)?
+                && req.trusted
+                && self.forwarder.allows(name)
+            {
+                // A name with `_` that a trusted proxy may send (Gunicorn's forwarder_headers).
+                let key: String = std::iter::once("HTTP_")
+                    .flat_map(str::chars)
+                    .chain(name.iter().map(|&c| match c {
+                        b'-' => '_',
+                        c => c.to_ascii_uppercase() as char,
+                    }))
+                    .collect();
+                env.set_item(key, latin1(py, &value))?;
+            }
         }
         if !matches!(req.body, Body::Empty) {
             env.set_item(
@@ -231,22 +264,24 @@ impl Template {
         Ok(env)
     }
 
+    /// Sets the environ key of one header; false for a name that is dropped (one with `_`).
     fn set_header(
         &self,
         py: Python<'_>,
         env: &Bound<'_, PyDict>,
         name: &[u8],
         value: &[u8],
-    ) -> PyResult<()> {
+    ) -> PyResult<bool> {
         if name.eq_ignore_ascii_case(b"content-type") {
-            env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, value))
+            env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, value))?;
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, value))
+            env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, value))?;
         } else if let Some(key) = self.header_key(py, name) {
-            env.set_item(key, latin1(py, value))
+            env.set_item(key, latin1(py, value))?;
         } else {
-            Ok(())
+            return Ok(false);
         }
+        Ok(true)
     }
 }
 
