@@ -64,6 +64,8 @@ pub fn run(s: Spawn<'_>) -> i32 {
         Some(&nix::sys::signal::SigSet::empty()),
         None,
     );
+    // Its own statsd socket first: the master's, which the next lines close, is let go.
+    open_statsd(s.cfg);
     for fd in &s.close_fds {
         let _ = nix::unistd::close(*fd);
     }
@@ -219,6 +221,9 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
             .map(|(k, v)| (k.as_str(), v.as_str())),
     );
     shared.forwarder = ForwarderHeaders::new(&cfg.forwarder_headers);
+    if let Some(s) = crate::statsd::installed() {
+        shared.observers.push(s);
+    }
     let service = Arc::new(shared);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -233,6 +238,18 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     let code = rt.block_on(serve(cfg, s.listeners, s.ipc, service));
     finalize_python();
     code
+}
+
+/// This worker's own statsd socket (`--statsd-host`), also counting its log lines; the one
+/// inherited from the master is let go.
+fn open_statsd(cfg: &Config) {
+    let s = cfg.statsd_host.as_deref().and_then(|host| {
+        crate::statsd::Statsd::open(host, &cfg.statsd_prefix, &cfg.dogstatsd_tags)
+            .map_err(|e| tracing::debug!("no statsd metrics from this worker: {e}"))
+            .ok()
+            .map(Arc::new)
+    });
+    crate::statsd::install(s);
 }
 
 /// `--proxy-protocol` and `--proxy-allow-from` for the connection layer.

@@ -38,7 +38,6 @@ const PY_LOGGING: &str = "ferricorn does not configure Python's logging: configu
                           follows --error-logfile and --log-level";
 const SYSLOG_ONLY: &str = "it only tunes --log-syslog, which ferricorn does not have (under \
                            systemd the log goes to journald, which can forward to syslog)";
-const STATSD: &str = "statsd metrics come with a later release";
 const ASGI_ONLY: &str = "it only tunes the ASGI worker, and ferricorn serves WSGI apps (ASGI \
                          support is coming)";
 const DIRTY: &str = "ferricorn has no dirty arbiters: run long blocking work in a task queue \
@@ -231,30 +230,32 @@ settings! {
                          --access-logfile), or run it in the foreground under a supervisor"),
     }
 
-    /// The statsd server to send metrics to: HOST:PORT or unix://PATH.
+    /// Send statsd metrics (Gunicorn's names: gunicorn.requests, gunicorn.request.duration,
+    /// gunicorn.request.status.NNN, gunicorn.workers, gunicorn.log.*) to HOST:PORT (UDP; port
+    /// 8125 by default) or unix://PATH (a datagram socket).
     setting statsd_host: String = None => Option<String> {
         section: Logging, long: Some("statsd-host"), value_name: "STATSD_ADDR",
-        status: NotYet(STATSD),
+        note: "never waits: what the socket cannot take at once is dropped (one warning a \
+               minute); a request's three metrics go in one datagram",
     }
     check |v| statsd_address(v);
 
-    /// Datadog tags (comma-separated) added to the statsd metrics.
+    /// Datadog tags added to every statsd metric (`|#TAGS`), e.g. env:prod,service:app.
     setting dogstatsd_tags: String = Some(String::new()) => String {
         section: Logging, long: Some("dogstatsd-tags"), value_name: "DOGSTATSD_TAGS",
-        status: NotYet(STATSD),
     }
 
-    /// Prefix of the statsd metric names.
+    /// Prefix of the statsd metric names (a dot is added, as in Gunicorn).
     setting statsd_prefix: String = Some(String::new()) => String {
         section: Logging, long: Some("statsd-prefix"), value_name: "STATSD_PREFIX",
-        status: NotYet(STATSD),
     }
 
-    /// Report the listen backlog as a statsd gauge.
+    /// Send the number of connections waiting to be accepted on the TCP listeners as the
+    /// statsd histogram gunicorn.backlog, every second (needs --statsd-host).
     setting enable_backlog_metric: bool = Some(false) => bool {
         section: Logging, long: Some("enable-backlog-metric"), shape: Switch("true"),
-        status: Ignored("the backlog gauge is a statsd metric, and ferricorn sends no statsd \
-                         metrics yet"),
+        note: "TCP listeners only, as in Gunicorn (Linux TCP_INFO); a unix socket's backlog \
+               is not counted",
     }
 
     // ---- Process naming ----------------------------------------------------------------

@@ -66,6 +66,8 @@ pub struct Shared<D> {
     /// `secure_scheme_headers` and `--forwarder-headers`, for peers in `forwarded`.
     pub scheme_headers: crate::proxy::SchemeHeaders,
     pub forwarder: crate::proxy::ForwarderHeaders,
+    /// Who counts finished requests (statsd; see `crate::observe`).
+    pub observers: crate::observe::Observers,
 }
 
 impl<D> Shared<D> {
@@ -83,6 +85,7 @@ impl<D> Shared<D> {
             proxy_protocol: super::proxy_protocol::Accept::off(),
             scheme_headers: crate::proxy::SchemeHeaders::gunicorn_default(),
             forwarder: crate::proxy::ForwarderHeaders::new(&["SCRIPT_NAME", "PATH_INFO"]),
+            observers: crate::observe::Observers::default(),
         }
     }
 }
@@ -1143,6 +1146,14 @@ fn shared_finished<D>(
                 .as_ref()
                 .map(|r| r as &dyn crate::logging::access::Headers),
             environ: &done.log_vars,
+            duration: start.elapsed(),
+        });
+    }
+    if !shared.observers.is_empty() {
+        shared.observers.request(&crate::observe::Finished {
+            method: head.method_str(),
+            status: done.status,
+            sent: done.sent,
             duration: start.elapsed(),
         });
     }

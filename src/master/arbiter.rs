@@ -99,6 +99,7 @@ pub(super) struct Master {
     systemd: Announcer,
     /// "ok at 12:00:00" / "failed at 12:00:00: why", for `STATUS=`.
     last_reload: Option<String>,
+    statsd: super::statsd::MasterStatsd,
 }
 
 /// What `master::run` opened before the loop starts.
@@ -133,6 +134,7 @@ impl Master {
             pidfile: opened.pidfile,
             systemd,
             last_reload: None,
+            statsd: super::statsd::MasterStatsd::new(),
         }
     }
 
@@ -158,6 +160,9 @@ impl Master {
                 return code;
             }
             self.keep_systemd_informed();
+            let workers = self.workers.active(self.current.number);
+            self.statsd
+                .tick(&self.current.cfg, workers, &self.listeners);
             let mut fds = [
                 PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.rx.fd(), PollFlags::POLLIN),
@@ -475,10 +480,11 @@ impl Master {
     }
 
     /// Descriptors only the master uses, which a worker closes: the signalfd, the read end of
-    /// the workers' pipe, the notification socket.
+    /// the workers' pipe, the notification socket, the statsd socket.
     fn master_fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.sigfd.as_raw_fd(), self.rx.fd().as_raw_fd()];
         fds.extend(self.systemd.raw_fd());
+        fds.extend(self.statsd.raw_fd());
         fds
     }
 
