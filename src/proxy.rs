@@ -191,21 +191,11 @@ impl ForwarderHeaders {
     }
 }
 
-/// The value of the last `SCRIPT_NAME` header field in `fields`, trailing slashes removed
+/// A `SCRIPT_NAME` header's value as the environ's `SCRIPT_NAME`: without trailing slashes
 /// (so that `PATH_INFO` keeps its leading one).
-pub fn script_name_header<'a>(
-    fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-) -> Option<&'a [u8]> {
-    let mut found = None;
-    for (name, value) in fields {
-        if name.len() == 11 && name.eq_ignore_ascii_case(b"SCRIPT_NAME") {
-            found = Some(value);
-        }
-    }
-    found.map(|v| {
-        let end = v.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
-        &v[..end]
-    })
+pub fn script_name_value(v: &[u8]) -> &[u8] {
+    let end = v.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    &v[..end]
 }
 
 /// `path` without the leading `script_name`, if it starts with it at a segment boundary
@@ -282,17 +272,9 @@ mod tests {
         assert!(!d.allows(b"REMOTE_USER"));
         assert!(ForwarderHeaders::new(&["*"]).allows(b"ANY_THING"));
         assert!(!ForwarderHeaders::new(&[""]).script_name());
-        let h = [
-            ("Host", "x"),
-            ("SCRIPT_NAME", "/a"),
-            ("script_name", "/app//"),
-        ];
-        assert_eq!(script_name_header(pairs(&h)), Some(&b"/app"[..]));
-        assert_eq!(
-            script_name_header(pairs(&[("SCRIPT_NAME", "/")])),
-            Some(&b""[..])
-        );
-        assert_eq!(script_name_header(pairs(&[("Script-Name", "/a")])), None);
+        assert_eq!(script_name_value(b"/app//"), b"/app");
+        assert_eq!(script_name_value(b"/"), b"");
+        assert_eq!(script_name_value(b"/a/b"), b"/a/b");
         assert_eq!(strip_script_name(b"/app/x", b"/app"), Some(&b"/x"[..]));
         assert_eq!(strip_script_name(b"/app", b"/app"), Some(&b""[..]));
         assert_eq!(strip_script_name(b"/apples", b"/app"), None);

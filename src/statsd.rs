@@ -330,7 +330,7 @@ impl Statsd {
 }
 
 impl Observer for Statsd {
-    fn request(&self, r: &Finished<'_>) {
+    fn request(&self, r: &Finished) {
         Statsd::request(self, r.status, r.duration);
     }
 }
@@ -372,7 +372,7 @@ fn push_u64(buf: &mut Buf, mut n: u64) {
 
 /// A datagram being written: on the stack unless it is long.
 struct Buf {
-    stack: [u8; 512],
+    stack: [u8; 256],
     len: usize,
     heap: Option<Vec<u8>>,
 }
@@ -380,7 +380,7 @@ struct Buf {
 impl Buf {
     fn new() -> Buf {
         Buf {
-            stack: [0; 512],
+            stack: [0; 256],
             len: 0,
             heap: None,
         }

@@ -290,10 +290,10 @@ fn forwarded<D>(
     if !trusted {
         return Ok("http");
     }
-    let fields = || head.fields.iter().map(|f| (head.name(f), head.value(f)));
     if shared.forwarder.script_name()
-        && let Some(script_name) = crate::proxy::script_name_header(fields())
+        && let Some(i) = head.script_name
     {
+        let script_name = crate::proxy::script_name_value(head.value(&head.fields[i]));
         let (raw, _) = parse::split_target(head.target());
         let path = if raw.contains(&b'%') {
             std::borrow::Cow::Owned(parse::decode_path(raw))
@@ -305,7 +305,9 @@ fn forwarded<D>(
         }
     }
     if shared.scheme_headers.worth_looking(head.forwarded) {
-        shared.scheme_headers.url_scheme(fields())
+        shared
+            .scheme_headers
+            .url_scheme(head.fields.iter().map(|f| (head.name(f), head.value(f))))
     } else {
         Ok("http")
     }
@@ -1151,7 +1153,6 @@ fn shared_finished<D>(
     }
     if !shared.observers.is_empty() {
         shared.observers.request(&crate::observe::Finished {
-            method: head.method_str(),
             status: done.status,
             sent: done.sent,
             duration: start.elapsed(),

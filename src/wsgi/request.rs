@@ -18,6 +18,7 @@ use super::file_wrapper::FileWrapper;
 use super::input::Input;
 use crate::http::dispatch::{Body, Request};
 use crate::http::parse::{self, Head, Method, Version};
+use crate::http::proxy_protocol::ProxyInfo;
 use crate::proxy::{self, ForwarderHeaders};
 use crate::sockets::LocalAddr;
 
@@ -172,10 +173,11 @@ impl Template {
         }
         // A trusted proxy's SCRIPT_NAME header (the connection checked that it fits the path)
         // replaces the one from the environment.
-        let forwarded_script = if req.trusted && self.forwarder.script_name() {
-            proxy::script_name_header(head.fields.iter().map(|f| (head.name(f), head.value(f))))
-        } else {
-            None
+        let forwarded_script = match head.script_name {
+            Some(i) if req.trusted && self.forwarder.script_name() => {
+                Some(proxy::script_name_value(head.value(&head.fields[i])))
+            }
+            _ => None,
         };
         let script_name = forwarded_script.unwrap_or(self.script_name.as_bytes());
         if !script_name.is_empty()
@@ -206,12 +208,7 @@ impl Template {
             None => env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?,
         }
         if let Some(p) = &req.conn.proxy {
-            // Gunicorn's keys for a PROXY protocol header (REMOTE_* are the client's already).
-            env.set_item(intern!(py, "PROXY_PROTOCOL"), p.protocol)?;
-            if let Some(d) = p.destination {
-                env.set_item(intern!(py, "PROXY_ADDR"), d.ip().to_string())?;
-                env.set_item(intern!(py, "PROXY_PORT"), d.port().to_string())?;
-            }
+            set_proxy_keys(py, &env, p)?;
         }
         env.set_item(
             intern!(py, "wsgi.url_scheme"),
@@ -223,36 +220,34 @@ impl Template {
         )?;
 
         // Repeated headers are joined with "," in the order they came (PEP 3333, Gunicorn).
+        // Names are compared only when their lengths match (the usual head has no repeats).
         let fields = &head.fields;
+        let same = |a: &parse::Field, name: &[u8]| {
+            (a.name.end - a.name.start) as usize == name.len()
+                && head.name(a).eq_ignore_ascii_case(name)
+        };
         for (i, f) in fields.iter().enumerate() {
             let name = head.name(f);
-            if fields[..i]
-                .iter()
-                .any(|p| head.name(p).eq_ignore_ascii_case(name))
-            {
+            let mut repeated = false;
+            for p in &fields[..i] {
+                if same(p, name) {
+                    repeated = true;
+                    break;
+                }
+            }
+            if repeated {
                 continue;
             }
             let mut value = Cow::Borrowed(head.value(f));
             for later in &fields[i + 1..] {
-                if head.name(later).eq_ignore_ascii_case(name) {
+                if same(later, name) {
                     let v = value.to_mut();
                     v.push(b',');
                     v.extend_from_slice(head.value(later));
                 }
             }
-            if !self.set_header(py, &env, name, &value)?
-                && req.trusted
-                && self.forwarder.allows(name)
-            {
-                // A name with `_` that a trusted proxy may send (Gunicorn's forwarder_headers).
-                let key: String = std::iter::once("HTTP_")
-                    .flat_map(str::chars)
-                    .chain(name.iter().map(|&c| match c {
-                        b'-' => '_',
-                        c => c.to_ascii_uppercase() as char,
-                    }))
-                    .collect();
-                env.set_item(key, latin1(py, &value))?;
+            if !self.set_header(py, &env, name, &value)? && req.trusted {
+                self.set_forwarded_header(py, &env, name, &value)?;
             }
         }
         if !matches!(req.body, Body::Empty) {
@@ -262,6 +257,30 @@ impl Template {
             )?;
         }
         Ok(env)
+    }
+
+    /// A name with `_` from a trusted peer: kept as `HTTP_NAME` if `--forwarder-headers` has
+    /// it (out of line: rare, and kept out of `build`'s inlining budget).
+    #[cold]
+    #[inline(never)]
+    fn set_forwarded_header(
+        &self,
+        py: Python<'_>,
+        env: &Bound<'_, PyDict>,
+        name: &[u8],
+        value: &[u8],
+    ) -> PyResult<()> {
+        if !self.forwarder.allows(name) {
+            return Ok(());
+        }
+        let key: String = std::iter::once("HTTP_")
+            .flat_map(str::chars)
+            .chain(name.iter().map(|&c| match c {
+                b'-' => '_',
+                c => c.to_ascii_uppercase() as char,
+            }))
+            .collect();
+        env.set_item(key, latin1(py, value))
     }
 
     /// Sets the environ key of one header; false for a name that is dropped (one with `_`).
@@ -283,6 +302,18 @@ impl Template {
         }
         Ok(true)
     }
+}
+
+/// Gunicorn's keys for a PROXY protocol header (`REMOTE_*` are the client's already).
+#[cold]
+#[inline(never)]
+fn set_proxy_keys(py: Python<'_>, env: &Bound<'_, PyDict>, p: &ProxyInfo) -> PyResult<()> {
+    env.set_item(intern!(py, "PROXY_PROTOCOL"), p.protocol)?;
+    if let Some(d) = p.destination {
+        env.set_item(intern!(py, "PROXY_ADDR"), d.ip().to_string())?;
+        env.set_item(intern!(py, "PROXY_PORT"), d.port().to_string())?;
+    }
+    Ok(())
 }
 
 fn method_str<'py>(py: Python<'py>, head: &Head) -> Bound<'py, PyString> {
