@@ -19,6 +19,10 @@ const BOOT: Duration = Duration::from_secs(30);
 const WAIT: Duration = Duration::from_secs(10);
 
 fn spawn(extra: &[&str]) -> (Server, Addr) {
+    spawn_with(builder(), extra)
+}
+
+fn builder() -> ServerBuilder {
     let mut b = ferricorn().cwd(examples_dir());
     for k in [
         "WEB_CONCURRENCY",
@@ -28,13 +32,15 @@ fn spawn(extra: &[&str]) -> (Server, Addr) {
     ] {
         b = b.env_remove(k);
     }
+    b
+}
+
+fn spawn_with(b: ServerBuilder, extra: &[&str]) -> (Server, Addr) {
     let tmp = b.tmp_path().display().to_string();
-    let mut args: Vec<String> = vec![
-        "--chdir".into(),
-        examples_dir().display().to_string(),
-        "-b".into(),
-        "127.0.0.1:0".into(),
-    ];
+    let mut args: Vec<String> = vec!["--chdir".into(), examples_dir().display().to_string()];
+    if !extra.contains(&"-b") {
+        args.extend(["-b".into(), "127.0.0.1:0".into()]);
+    }
     args.extend(extra.iter().map(|a| a.replace("{tmp}", &tmp)));
     args.push("spec:app".into());
     let server = b.args(args).spawn();
@@ -64,11 +70,19 @@ impl Received {
 
 /// Receives from `recv` until `done` says so (or `WAIT` passes).
 fn collect(
+    recv: impl FnMut(&mut [u8]) -> std::io::Result<usize>,
+    done: impl Fn(&Received) -> bool,
+) -> Received {
+    collect_within(WAIT, recv, done)
+}
+
+fn collect_within(
+    wait: Duration,
     mut recv: impl FnMut(&mut [u8]) -> std::io::Result<usize>,
     done: impl Fn(&Received) -> bool,
 ) -> Received {
     let mut got = Received(Vec::new());
-    let end = Instant::now() + WAIT;
+    let end = Instant::now() + wait;
     let mut buf = vec![0u8; 65536];
     while Instant::now() < end && !done(&got) {
         match recv(&mut buf) {
@@ -275,4 +289,46 @@ fn statsd_host_is_validated_as_gunicorn_does() {
         assert_ne!(out.code, Some(0), "{bad}: {out:?}");
         assert!(out.stderr.contains("statsd"), "{bad}: {}", out.stderr);
     }
+}
+
+#[test]
+fn a_reload_moves_the_metrics_to_the_new_statsd_host() {
+    let (rx_a, host_a) = udp_listener();
+    let (rx_b, host_b) = udp_listener();
+    let b = builder();
+    let conf = b.tmp_path().join("ferricorn.toml");
+    std::fs::write(&conf, format!("statsd-host = \"{host_a}\"\n")).unwrap();
+    let conf_arg = conf.display().to_string();
+    // A unix socket: a reload binds -b 127.0.0.1:0 again, on another port.
+    let (server, addr) = spawn_with(b, &["-b", "unix:{tmp}/s.sock", "-c", &conf_arg]);
+    assert_eq!(get(&server, &addr, "/"), 200);
+    let got = collect(
+        |b| rx_a.recv(b),
+        |r| r.count("gunicorn.requests:1|c|@1.0") >= 1 && r.count("gunicorn.workers:1|g") >= 1,
+    );
+    assert_eq!(got.count("gunicorn.requests:1|c|@1.0"), 1, "{:#?}", got.0);
+    std::fs::write(
+        &conf,
+        format!("statsd-host = \"{host_b}\"\nstatsd-prefix = \"v2\"\n"),
+    )
+    .unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_for_stderr("Reload complete", WAIT);
+    assert_eq!(get(&server, &addr, "/"), 200);
+    let got = collect(
+        |b| rx_b.recv(b),
+        |r| {
+            r.count("v2.gunicorn.requests:1|c|@1.0") >= 1 && r.count("v2.gunicorn.workers:1|g") >= 1
+        },
+    );
+    let show = || format!("{:#?}\n{}", got.0, server.report());
+    assert_eq!(got.count("v2.gunicorn.requests:1|c|@1.0"), 1, "{}", show());
+    assert_eq!(got.count("v2.gunicorn.workers:1|g"), 1, "{}", show());
+    // Nothing more for the old host from the new generation.
+    let late = collect_within(
+        Duration::from_secs(1),
+        |b| rx_a.recv(b),
+        |r| r.count("gunicorn.requests:1|c|@1.0") >= 1,
+    );
+    assert_eq!(late.count("gunicorn.requests:1|c|@1.0"), 0, "{:#?}", late.0);
 }
