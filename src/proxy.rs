@@ -180,6 +180,11 @@ impl ForwarderHeaders {
         f
     }
 
+    /// Gunicorn's default: `SCRIPT_NAME,PATH_INFO`.
+    pub fn gunicorn_default() -> ForwarderHeaders {
+        ForwarderHeaders::new(&["SCRIPT_NAME", "PATH_INFO"])
+    }
+
     /// Whether a header `name` from a trusted peer goes into the environ.
     pub fn allows(&self, name: &[u8]) -> bool {
         self.any || self.names.iter().any(|n| name.eq_ignore_ascii_case(n))

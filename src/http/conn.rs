@@ -2,6 +2,10 @@
 //! the reply, and decide whether the connection can be kept — in a loop, for keep-alive and
 //! pipelining.
 //!
+//! With `--proxy-protocol`, a connection may start with a PROXY header (read by
+//! [`super::proxy_protocol`] before anything else; the client it names replaces the peer in
+//! the [`ConnInfo`]).
+//!
 //! Timeouts: a new connection gets `--header-timeout` for its first head; a kept-alive one waits
 //! `--keep-alive` for the next request's first byte (then closes silently) and then gets
 //! `--header-timeout` for the rest of that head (then `408`). A body is read under the deadline
@@ -84,7 +88,7 @@ impl<D> Shared<D> {
             draining: AtomicBool::new(false),
             proxy_protocol: super::proxy_protocol::Accept::off(),
             scheme_headers: crate::proxy::SchemeHeaders::gunicorn_default(),
-            forwarder: crate::proxy::ForwarderHeaders::new(&["SCRIPT_NAME", "PATH_INFO"]),
+            forwarder: crate::proxy::ForwarderHeaders::gunicorn_default(),
             observers: crate::observe::Observers::default(),
         }
     }

@@ -122,7 +122,7 @@ impl Template {
         Ok(Template {
             dict: d.unbind(),
             script_name,
-            forwarder: ForwarderHeaders::new(&["SCRIPT_NAME", "PATH_INFO"]),
+            forwarder: ForwarderHeaders::gunicorn_default(),
             keys: Mutex::new(FxHashMap::default()),
         })
     }
