@@ -2,6 +2,10 @@
 //! the reply, and decide whether the connection can be kept — in a loop, for keep-alive and
 //! pipelining.
 //!
+//! With `--proxy-protocol`, a connection may start with a PROXY header (read by
+//! [`super::proxy_protocol`] before anything else; the client it names replaces the peer in
+//! the [`ConnInfo`]).
+//!
 //! Timeouts: a new connection gets `--header-timeout` for its first head; a kept-alive one waits
 //! `--keep-alive` for the next request's first byte (then closes silently) and then gets
 //! `--header-timeout` for the rest of that head (then `408`). A body is read under the deadline
@@ -61,6 +65,13 @@ pub struct Shared<D> {
     pub retire: Notify,
     /// The worker is stopping: responses carry `Connection: close`.
     pub draining: AtomicBool,
+    /// `--proxy-protocol`, `--proxy-allow-from`.
+    pub proxy_protocol: super::proxy_protocol::Accept,
+    /// `secure_scheme_headers` and `--forwarder-headers`, for peers in `forwarded`.
+    pub scheme_headers: crate::proxy::SchemeHeaders,
+    pub forwarder: crate::proxy::ForwarderHeaders,
+    /// Who counts finished requests (statsd; see `crate::observe`).
+    pub observers: crate::observe::Observers,
 }
 
 impl<D> Shared<D> {
@@ -75,6 +86,10 @@ impl<D> Shared<D> {
             max_requests: 0,
             retire: Notify::new(),
             draining: AtomicBool::new(false),
+            proxy_protocol: super::proxy_protocol::Accept::off(),
+            scheme_headers: crate::proxy::SchemeHeaders::gunicorn_default(),
+            forwarder: crate::proxy::ForwarderHeaders::gunicorn_default(),
+            observers: crate::observe::Observers::default(),
         }
     }
 }
@@ -110,12 +125,34 @@ impl Done {
 }
 
 /// Serves one connection until it closes.
-pub async fn serve<S, D>(mut io: S, shared: Arc<Shared<D>>, info: Arc<ConnInfo>)
+pub async fn serve<S, D>(mut io: S, shared: Arc<Shared<D>>, mut info: Arc<ConnInfo>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     D: Dispatch,
 {
     let mut rbuf = BytesMut::with_capacity(8192);
+    if shared.proxy_protocol.enabled() {
+        let pp = &shared.proxy_protocol;
+        match super::proxy_protocol::read(
+            &mut io,
+            &mut rbuf,
+            pp,
+            &info.peer,
+            shared.limits.header_timeout,
+        )
+        .await
+        {
+            Ok(None) => {}
+            Ok(Some(p)) => info = Arc::new(ConnInfo::new(info.peer, info.local.clone()).proxied(p)),
+            Err(refused) => {
+                if let super::proxy_protocol::Refused::Warn(w) = refused {
+                    tracing::warn!("{w}; connection closed");
+                }
+                let _ = io.shutdown().await;
+                return;
+            }
+        }
+    }
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut first = true;
     loop {
@@ -246,6 +283,40 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// What a trusted proxy's headers say: the scheme (`secure_scheme_headers`), after checking
+/// that a `SCRIPT_NAME` header (`--forwarder-headers`) is a prefix of the path (400 if not, as
+/// in Gunicorn: the app could not be told its `PATH_INFO`).
+fn forwarded<D>(
+    shared: &Shared<D>,
+    head: &Head,
+    trusted: bool,
+) -> Result<&'static str, &'static str> {
+    if !trusted {
+        return Ok("http");
+    }
+    if shared.forwarder.script_name()
+        && let Some(i) = head.script_name
+    {
+        let script_name = crate::proxy::script_name_value(head.value(&head.fields[i]));
+        let (raw, _) = parse::split_target(head.target());
+        let path = if raw.contains(&b'%') {
+            std::borrow::Cow::Owned(parse::decode_path(raw))
+        } else {
+            std::borrow::Cow::Borrowed(raw)
+        };
+        if crate::proxy::strip_script_name(&path, script_name).is_none() {
+            return Err("the request path does not start with its SCRIPT_NAME header");
+        }
+    }
+    if shared.scheme_headers.worth_looking(head.forwarded) {
+        shared
+            .scheme_headers
+            .url_scheme(head.fields.iter().map(|f| (head.name(f), head.value(f))))
+    } else {
+        Ok("http")
+    }
+}
+
 /// A failed body read as a status for the client.
 fn body_status(e: &BodyError) -> Option<u16> {
     match e {
@@ -282,13 +353,9 @@ where
         (Done::server(status, false), None)
     };
     let trusted = info.peer.trusted_by(&shared.forwarded);
-    let scheme = if head.forwarded && trusted {
-        match crate::proxy::url_scheme(head.fields.iter().map(|f| (head.name(f), head.value(f)))) {
-            Ok(s) => s,
-            Err(why) => return fail(400, why, out),
-        }
-    } else {
-        "http"
+    let scheme = match forwarded(shared, head, trusted) {
+        Ok(s) => s,
+        Err(why) => return fail(400, why, out),
     };
     if let Framing::Length(n) = head.framing
         && limits.body > 0
@@ -337,6 +404,7 @@ where
             body,
             conn: info.clone(),
             scheme,
+            trusted,
         };
         let outcome = {
             let mut fut = pin!(shared.dispatch.call(req));
@@ -375,6 +443,7 @@ where
         }),
         conn: info.clone(),
         scheme,
+        trusted,
     };
     if !out.is_empty() {
         let ok = io.write_all(out).await.is_ok();
@@ -1069,7 +1138,7 @@ fn shared_finished<D>(
             (String::new(), String::new())
         };
         a.emit(&AccessRecord {
-            peer: info.peer,
+            peer: info.client(),
             method: head.method_str(),
             target: &target,
             path: &path,
@@ -1083,6 +1152,13 @@ fn shared_finished<D>(
                 .as_ref()
                 .map(|r| r as &dyn crate::logging::access::Headers),
             environ: &done.log_vars,
+            duration: start.elapsed(),
+        });
+    }
+    if !shared.observers.is_empty() {
+        shared.observers.request(&crate::observe::Finished {
+            status: done.status,
+            sent: done.sent,
             duration: start.elapsed(),
         });
     }

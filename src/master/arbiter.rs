@@ -108,6 +108,7 @@ pub(super) struct Master {
     last_reload: Option<String>,
     /// The `server` object of the hooks, and the master-side hooks.
     hooks: crate::hooks::Server,
+    statsd: super::statsd::MasterStatsd,
 }
 
 /// What `master::run` opened before the loop starts.
@@ -144,6 +145,7 @@ impl Master {
             systemd,
             last_reload: None,
             hooks,
+            statsd: super::statsd::MasterStatsd::new(),
         }
     }
 
@@ -191,6 +193,9 @@ impl Master {
                 return code;
             }
             self.keep_systemd_informed();
+            let workers = self.workers.active(self.current.number);
+            self.statsd
+                .tick(&self.current.cfg, workers, &self.listeners);
             let mut fds = [
                 PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.rx.fd(), PollFlags::POLLIN),
@@ -578,10 +583,11 @@ impl Master {
     }
 
     /// Descriptors only the master uses, which a worker closes: the signalfd, the read end of
-    /// the workers' pipe, the notification socket.
+    /// the workers' pipe, the notification socket, the statsd socket.
     fn master_fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.sigfd.as_raw_fd(), self.rx.fd().as_raw_fd()];
         fds.extend(self.systemd.raw_fd());
+        fds.extend(self.statsd.raw_fd());
         fds
     }
 
