@@ -25,6 +25,7 @@ use crate::ipc::{self, Msg};
 use crate::logging::access::AccessLog;
 use crate::privileges::Identity;
 use crate::proxy::Peer;
+use crate::proxy::{ForwarderHeaders, SchemeHeaders};
 use crate::sockets::{Listener, LocalAddr};
 use crate::wsgi::pool::Pool;
 use crate::wsgi::{WsgiApp, WsgiDispatch};
@@ -63,6 +64,8 @@ pub fn run(s: Spawn<'_>) -> i32 {
         Some(&nix::sys::signal::SigSet::empty()),
         None,
     );
+    // Its own statsd socket first: the master's, which the next lines close, is let go.
+    open_statsd(s.cfg);
     for fd in &s.close_fds {
         let _ = nix::unistd::close(*fd);
     }
@@ -218,6 +221,7 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
                 {
                     w.request_hooks = Some(Arc::new(cfg.clone()));
                 }
+                w.set_forwarder_headers(ForwarderHeaders::new(&cfg.forwarder_headers));
                 Arc::new(w)
             }
             Err(e) => {
@@ -245,6 +249,16 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     shared.access = access;
     shared.max_requests = max_requests;
     shared.health_path = cfg.health_path.as_ref().map(|p| p.as_bytes().into());
+    shared.proxy_protocol = proxy_protocol(cfg);
+    shared.scheme_headers = SchemeHeaders::new(
+        cfg.secure_scheme_headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    shared.forwarder = ForwarderHeaders::new(&cfg.forwarder_headers);
+    if let Some(s) = crate::statsd::installed() {
+        shared.observers.push(s);
+    }
     let service = Arc::new(shared);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -260,6 +274,29 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     crate::hooks::worker_exit(cfg);
     finalize_python();
     code
+}
+
+/// This worker's own statsd socket (`--statsd-host`), also counting its log lines; the one
+/// inherited from the master is let go.
+fn open_statsd(cfg: &Config) {
+    let s = cfg.statsd_host.as_deref().and_then(|host| {
+        crate::statsd::Statsd::open(host, &cfg.statsd_prefix, &cfg.dogstatsd_tags)
+            .map_err(|e| tracing::debug!("no statsd metrics from this worker: {e}"))
+            .ok()
+            .map(Arc::new)
+    });
+    crate::statsd::install(s);
+}
+
+/// `--proxy-protocol` and `--proxy-allow-from` for the connection layer.
+fn proxy_protocol(cfg: &Config) -> crate::http::proxy_protocol::Accept {
+    use crate::config::ProxyProtocol as P;
+    crate::http::proxy_protocol::Accept {
+        v1: matches!(cfg.proxy_protocol, P::V1 | P::Auto),
+        v2: matches!(cfg.proxy_protocol, P::V2 | P::Auto),
+        allow: crate::proxy::ForwardedAllowIps::parse(&cfg.proxy_allow_ips)
+            .expect("validated at load"),
+    }
 }
 
 /// The request limits of this config (`--limit-request-*`, the timeouts).

@@ -39,7 +39,6 @@ const PY_LOGGING: &str = "ferricorn does not configure Python's logging: configu
                           follows --error-logfile and --log-level";
 const SYSLOG_ONLY: &str = "it only tunes --log-syslog, which ferricorn does not have (under \
                            systemd the log goes to journald, which can forward to syslog)";
-const STATSD: &str = "statsd metrics come with a later release";
 const ASGI_ONLY: &str = "it only tunes the ASGI worker, and ferricorn serves WSGI apps (ASGI \
                          support is coming)";
 const DIRTY: &str = "ferricorn has no dirty arbiters: run long blocking work in a task queue \
@@ -249,30 +248,32 @@ settings! {
                          --access-logfile), or run it in the foreground under a supervisor"),
     }
 
-    /// The statsd server to send metrics to: HOST:PORT or unix://PATH.
+    /// Send statsd metrics (Gunicorn's names: gunicorn.requests, gunicorn.request.duration,
+    /// gunicorn.request.status.NNN, gunicorn.workers, gunicorn.log.*) to HOST:PORT (UDP; port
+    /// 8125 by default) or unix://PATH (a datagram socket).
     setting statsd_host: String = None => Option<String> {
         section: Logging, long: Some("statsd-host"), value_name: "STATSD_ADDR",
-        status: NotYet(STATSD),
+        note: "never waits: what the socket cannot take at once is dropped (one warning a \
+               minute); a request's three metrics go in one datagram",
     }
     check |v| statsd_address(v);
 
-    /// Datadog tags (comma-separated) added to the statsd metrics.
+    /// Datadog tags added to every statsd metric (`|#TAGS`), e.g. env:prod,service:app.
     setting dogstatsd_tags: String = Some(String::new()) => String {
         section: Logging, long: Some("dogstatsd-tags"), value_name: "DOGSTATSD_TAGS",
-        status: NotYet(STATSD),
     }
 
-    /// Prefix of the statsd metric names.
+    /// Prefix of the statsd metric names (a dot is added, as in Gunicorn).
     setting statsd_prefix: String = Some(String::new()) => String {
         section: Logging, long: Some("statsd-prefix"), value_name: "STATSD_PREFIX",
-        status: NotYet(STATSD),
     }
 
-    /// Report the listen backlog as a statsd gauge.
+    /// Send the number of connections waiting to be accepted on the TCP listeners as the
+    /// statsd histogram gunicorn.backlog, every second (needs --statsd-host).
     setting enable_backlog_metric: bool = Some(false) => bool {
         section: Logging, long: Some("enable-backlog-metric"), shape: Switch("true"),
-        status: Ignored("the backlog gauge is a statsd metric, and ferricorn sends no statsd \
-                         metrics yet"),
+        note: "TCP listeners only, as in Gunicorn (Linux TCP_INFO); a unix socket's backlog \
+               is not counted",
     }
 
     // ---- Process naming ----------------------------------------------------------------
@@ -517,16 +518,19 @@ settings! {
                          (set TMPDIR in the environment to move them)"),
     }
 
-    /// Headers (upper-case name: value) by which a trusted proxy says the request was HTTPS.
+    /// Headers by which a trusted proxy (--forwarded-allow-ips) says the request came over
+    /// HTTPS, each with the exact value that means so (NAME=VALUE, comma-separated; '' for
+    /// none); contradicting ones are a 400.
     setting secure_scheme_headers: BTreeMap<String, String> = Some(BTreeMap::from([
         ("X-FORWARDED-PROTOCOL".into(), "ssl".into()),
         ("X-FORWARDED-PROTO".into(), "https".into()),
         ("X-FORWARDED-SSL".into(), "on".into()),
     ])) => BTreeMap<String, String> {
-        section: ServerMechanics, shape: NoFlag,
-        default_doc: Some("X-FORWARDED-PROTOCOL: ssl, X-FORWARDED-PROTO: https, X-FORWARDED-SSL: on"),
-        status: NotYet("ferricorn honours Gunicorn's three default headers; choosing others \
-                        comes with a later release"),
+        section: ServerMechanics, long: Some("secure-scheme-headers"), shape: Comma,
+        value_name: "NAME=VALUE",
+        default_doc: Some("X-FORWARDED-PROTOCOL=ssl,X-FORWARDED-PROTO=https,X-FORWARDED-SSL=on"),
+        note: "a table in the config file; the flag is ferricorn's (Gunicorn has none); \
+               names match in any case, values exactly (as in Gunicorn)",
     }
 
     /// Peers trusted to set X-Forwarded-Proto & co: comma-separated IPs or CIDRs, '*' for all;
@@ -549,18 +553,20 @@ settings! {
         status: Refused(PASTE),
     }
 
-    /// Read the PROXY protocol (off, v1, v2, auto; the flag alone means auto).
+    /// Read a PROXY protocol header (nginx `proxy_protocol on;`, HAProxy `send-proxy`) before
+    /// the first request: off, v1, v2 or auto (both; the flag alone means auto). The client it
+    /// names becomes REMOTE_ADDR and the access log's %(h)s.
     setting proxy_protocol: ProxyProtocol = Some(ProxyProtocol::Off) => ProxyProtocol {
         section: ServerMechanics, long: Some("proxy-protocol"), shape: OptionalValue("auto"),
         value_name: "MODE",
-        status: NotYet("the PROXY protocol (nginx `proxy_protocol on;`, HAProxy `send-proxy`) \
-                        comes with a later release"),
+        note: "a connection without a header is plain HTTP; a header from a peer outside \
+               --proxy-allow-from, or a malformed one, closes it with a warning",
     }
 
-    /// Peers allowed to send the PROXY protocol (comma-separated; '*' for all).
+    /// Peers allowed to send a PROXY protocol header: comma-separated IPs or CIDRs, '*' for
+    /// all; a unix-socket peer is always allowed.
     setting proxy_allow_ips: String = Some("127.0.0.1,::1".into()) => String {
         section: ServerMechanics, long: Some("proxy-allow-from"), value_name: "IPS",
-        status: NotYet("the PROXY protocol comes with a later release"),
     }
     check |v| ForwardedAllowIps::parse(v).map(|_| ());
     toml_value accept_comma_string;
@@ -616,14 +622,15 @@ settings! {
         status: Refused(LENIENT),
     }
 
-    /// Headers a trusted proxy may set into the environ (SCRIPT_NAME, PATH_INFO, REMOTE_USER).
+    /// Header names with `_` (otherwise dropped) that a trusted proxy (--forwarded-allow-ips)
+    /// may send: they reach the app as HTTP_NAME; a SCRIPT_NAME header also sets SCRIPT_NAME
+    /// and is taken off PATH_INFO. Comma-separated, '*' for all, '' for none.
     setting forwarder_headers: Vec<String> = Some(vec!["SCRIPT_NAME".into(), "PATH_INFO".into()])
         => Vec<String> {
         section: ServerMechanics, long: Some("forwarder-headers"), shape: Comma,
-        value_name: "STRING", default_doc: Some("SCRIPT_NAME,PATH_INFO"),
-        status: NotYet("taking SCRIPT_NAME and PATH_INFO from a trusted proxy's headers comes \
-                        with a later release"),
-        note: "not yet even at the default: ferricorn does not read these headers",
+        value_name: "NAMES", default_doc: Some("SCRIPT_NAME,PATH_INFO"),
+        note: "a path that does not start with the SCRIPT_NAME header is a 400 (Gunicorn's \
+               \"Configuration problem\"); nginx: `proxy_set_header SCRIPT_NAME /prefix;`",
     }
 
     /// What to do with header names that cannot be mapped into the environ unambiguously

@@ -2,6 +2,10 @@
 //! the reply, and decide whether the connection can be kept — in a loop, for keep-alive and
 //! pipelining.
 //!
+//! With `--proxy-protocol`, a connection may start with a PROXY header (read by
+//! [`super::proxy_protocol`] before anything else; the client it names replaces the peer in
+//! the [`ConnInfo`]).
+//!
 //! Timeouts: a new connection gets `--header-timeout` for its first head; a kept-alive one waits
 //! `--keep-alive` for the next request's first byte (then closes silently) and then gets
 //! `--header-timeout` for the rest of that head (then `408`). A body is read under the deadline
@@ -63,6 +67,13 @@ pub struct Shared<D> {
     pub draining: AtomicBool,
     /// `--health-path`, answered here (see [`super::health`]).
     pub health_path: Option<Box<[u8]>>,
+    /// `--proxy-protocol`, `--proxy-allow-from`.
+    pub proxy_protocol: super::proxy_protocol::Accept,
+    /// `secure_scheme_headers` and `--forwarder-headers`, for peers in `forwarded`.
+    pub scheme_headers: crate::proxy::SchemeHeaders,
+    pub forwarder: crate::proxy::ForwarderHeaders,
+    /// Who counts finished requests (statsd; see `crate::observe`).
+    pub observers: crate::observe::Observers,
 }
 
 impl<D> Shared<D> {
@@ -78,6 +89,10 @@ impl<D> Shared<D> {
             retire: Notify::new(),
             draining: AtomicBool::new(false),
             health_path: None,
+            proxy_protocol: super::proxy_protocol::Accept::off(),
+            scheme_headers: crate::proxy::SchemeHeaders::gunicorn_default(),
+            forwarder: crate::proxy::ForwarderHeaders::gunicorn_default(),
+            observers: crate::observe::Observers::default(),
         }
     }
 }
@@ -116,13 +131,35 @@ impl Done {
 }
 
 /// Serves one connection until it closes.
-pub async fn serve<S, D>(mut io: S, shared: Arc<Shared<D>>, info: Arc<ConnInfo>)
+pub async fn serve<S, D>(mut io: S, shared: Arc<Shared<D>>, mut info: Arc<ConnInfo>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     D: Dispatch,
 {
     let _open = crate::metrics::Gauge::hold(crate::metrics::Held::Connection);
     let mut rbuf = BytesMut::with_capacity(8192);
+    if shared.proxy_protocol.enabled() {
+        let pp = &shared.proxy_protocol;
+        match super::proxy_protocol::read(
+            &mut io,
+            &mut rbuf,
+            pp,
+            &info.peer,
+            shared.limits.header_timeout,
+        )
+        .await
+        {
+            Ok(None) => {}
+            Ok(Some(p)) => info = Arc::new(ConnInfo::new(info.peer, info.local.clone()).proxied(p)),
+            Err(refused) => {
+                if let super::proxy_protocol::Refused::Warn(w) = refused {
+                    tracing::warn!("{w}; connection closed");
+                }
+                let _ = io.shutdown().await;
+                return;
+            }
+        }
+    }
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut first = true;
     loop {
@@ -264,6 +301,40 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// What a trusted proxy's headers say: the scheme (`secure_scheme_headers`), after checking
+/// that a `SCRIPT_NAME` header (`--forwarder-headers`) is a prefix of the path (400 if not, as
+/// in Gunicorn: the app could not be told its `PATH_INFO`).
+fn forwarded<D>(
+    shared: &Shared<D>,
+    head: &Head,
+    trusted: bool,
+) -> Result<&'static str, &'static str> {
+    if !trusted {
+        return Ok("http");
+    }
+    if shared.forwarder.script_name()
+        && let Some(i) = head.script_name
+    {
+        let script_name = crate::proxy::script_name_value(head.value(&head.fields[i]));
+        let (raw, _) = parse::split_target(head.target());
+        let path = if raw.contains(&b'%') {
+            std::borrow::Cow::Owned(parse::decode_path(raw))
+        } else {
+            std::borrow::Cow::Borrowed(raw)
+        };
+        if crate::proxy::strip_script_name(&path, script_name).is_none() {
+            return Err("the request path does not start with its SCRIPT_NAME header");
+        }
+    }
+    if shared.scheme_headers.worth_looking(head.forwarded) {
+        shared
+            .scheme_headers
+            .url_scheme(head.fields.iter().map(|f| (head.name(f), head.value(f))))
+    } else {
+        Ok("http")
+    }
+}
+
 /// A failed body read as a status for the client.
 fn body_status(e: &BodyError) -> Option<u16> {
     match e {
@@ -300,13 +371,9 @@ where
         (Done::server(status, false), None)
     };
     let trusted = info.peer.trusted_by(&shared.forwarded);
-    let scheme = if head.forwarded && trusted {
-        match crate::proxy::url_scheme(head.fields.iter().map(|f| (head.name(f), head.value(f)))) {
-            Ok(s) => s,
-            Err(why) => return fail(400, why, out),
-        }
-    } else {
-        "http"
+    let scheme = match forwarded(shared, head, trusted) {
+        Ok(s) => s,
+        Err(why) => return fail(400, why, out),
     };
     if let Framing::Length(n) = head.framing
         && limits.body > 0
@@ -355,6 +422,7 @@ where
             body,
             conn: info.clone(),
             scheme,
+            trusted,
         };
         let outcome = {
             let mut fut = pin!(shared.dispatch.call(req));
@@ -396,6 +464,7 @@ where
         }),
         conn: info.clone(),
         scheme,
+        trusted,
     };
     if !out.is_empty() {
         let ok = io.write_all(out).await.is_ok();
@@ -1092,7 +1161,7 @@ fn shared_finished<D>(
             (String::new(), String::new())
         };
         a.emit(&AccessRecord {
-            peer: info.peer,
+            peer: info.client(),
             method: head.method_str(),
             target: &target,
             path: &path,
@@ -1116,6 +1185,13 @@ fn shared_finished<D>(
         done.sent,
         start,
     );
+    if !shared.observers.is_empty() {
+        shared.observers.request(&crate::observe::Finished {
+            status: done.status,
+            sent: done.sent,
+            duration: start.elapsed(),
+        });
+    }
     let n = shared.requests.fetch_add(1, Ordering::Relaxed) + 1;
     if shared.max_requests > 0 && n == shared.max_requests {
         shared.retire.notify_one();

@@ -149,6 +149,9 @@ static JOURNALD: OnceLock<Option<tracing_journald::Layer>> = OnceLock::new();
 pub const ACCESS_TARGET: &str = "ferricorn::access";
 /// Events logged with this target are shown as CRITICAL (Gunicorn's level for worker timeouts).
 pub const CRITICAL: &str = "critical";
+/// Errors logged with this target are an app's exception (Gunicorn's `log.exception`): shown
+/// as ERROR, counted as `gunicorn.log.exception` by statsd.
+pub const EXCEPTION: &str = "exception";
 
 /// The error log (stderr until [`init`] ran).
 pub fn error_sink() -> Arc<Sink> {
@@ -265,7 +268,10 @@ where
     }
 
     fn enabled(&self, meta: &Metadata<'_>, _: Context<'_, S>) -> bool {
-        meta.target() == ACCESS_TARGET || level_num(meta.level()) <= LEVEL.load(Ordering::Relaxed)
+        meta.target() == ACCESS_TARGET
+            || level_num(meta.level()) <= LEVEL.load(Ordering::Relaxed)
+            // statsd counts warnings and errors whatever --log-level shows (as Gunicorn does).
+            || (*meta.level() <= Level::WARN && crate::statsd::counting_logs())
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -274,6 +280,10 @@ where
             if let Some(j) = journald() {
                 j.on_event(event, ctx);
             }
+            return;
+        }
+        count_for_statsd(meta);
+        if level_num(meta.level()) > LEVEL.load(Ordering::Relaxed) {
             return;
         }
         if ERRORS_TO_JOURNAL.load(Ordering::Relaxed)
@@ -332,6 +342,19 @@ impl Visit for FieldsVisitor {
                 .push((field.name().to_string(), format!("{value:?}")));
         }
     }
+}
+
+/// `gunicorn.log.critical`, `.error`, `.warning`, `.exception` (statsd, when it is on).
+fn count_for_statsd(meta: &Metadata<'_>) {
+    use crate::statsd::LogKind;
+    let kind = match *meta.level() {
+        Level::ERROR if meta.target() == CRITICAL => LogKind::Critical,
+        Level::ERROR if meta.target() == EXCEPTION => LogKind::Exception,
+        Level::ERROR => LogKind::Error,
+        Level::WARN => LogKind::Warning,
+        _ => return,
+    };
+    crate::statsd::count_log(kind);
 }
 
 /// Renders an event's message and fields as `message key=value ...`.

@@ -116,6 +116,7 @@ pub(super) struct Master {
     drain_at: Option<Instant>,
     /// The `server` object of the hooks, and the master-side hooks.
     hooks: crate::hooks::Server,
+    statsd: super::statsd::MasterStatsd,
 }
 
 /// What `master::run` opened before the loop starts.
@@ -157,6 +158,7 @@ impl Master {
             metrics: opened.metrics,
             drain_at: None,
             hooks,
+            statsd: super::statsd::MasterStatsd::new(),
         }
     }
 
@@ -207,6 +209,9 @@ impl Master {
                 return code;
             }
             self.keep_systemd_informed();
+            let workers = self.workers.active(self.current.number);
+            self.statsd
+                .tick(&self.current.cfg, workers, &self.listeners);
             let mut fds = vec![
                 PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.rx.fd(), PollFlags::POLLIN),
@@ -541,7 +546,11 @@ impl Master {
                 tracing::error!("Worker (pid:{pid}) failed to boot: {reason}");
                 if self.next_generation() == Some(generation) {
                     self.abort_reload(&format!("the app failed to load: {reason}"));
-                } else if !matches!(self.life, Lifecycle::Stopping { .. }) {
+                } else if generation == self.current.number
+                    && !matches!(self.life, Lifecycle::Stopping { .. })
+                {
+                    // A worker of an abandoned generation (a reload that already failed, whose
+                    // other workers are still being stopped) says nothing about the serving one.
                     tracing::error!(
                         "Reason: the app `{}` failed to load: {reason}",
                         self.current.cfg.app_spec()
@@ -671,10 +680,11 @@ impl Master {
     }
 
     /// Descriptors only the master uses, which a worker closes: the signalfd, the read end of
-    /// the workers' pipe, the notification socket.
+    /// the workers' pipe, the notification socket, the statsd socket.
     fn master_fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.sigfd.as_raw_fd(), self.rx.fd().as_raw_fd()];
         fds.extend(self.systemd.raw_fd());
+        fds.extend(self.statsd.raw_fd());
         fds
     }
 
@@ -762,7 +772,7 @@ impl Master {
         };
         if in_reload {
             self.abort_reload(&format!("a new worker {}", describe(status)));
-        } else if booting || code == EXIT_APP_LOAD {
+        } else if w.generation == self.current.number && (booting || code == EXIT_APP_LOAD) {
             tracing::error!(
                 "Reason: a worker could not load the app `{}`",
                 self.current.cfg.app_spec()

@@ -22,12 +22,14 @@
 //! | `upgrade` | USR2: fork + exec of a successor master on the same sockets |
 //! | `announce` | sd_notify: ready, reloading, stopping, status, watchdog |
 //! | `listeners` | which sockets the master opens, at start and on reload |
+//! | `statsd` | the master's statsd metrics: the workers gauge, the backlog |
 
 mod announce;
 mod arbiter;
 mod generation;
 mod listeners;
 mod reload;
+mod statsd;
 mod upgrade;
 pub(crate) mod workers;
 
