@@ -9,6 +9,7 @@
 #   LAYERS=1 bench/callgrind.sh ...      also the inclusive cost per request of each layer
 #   bench/callgrind.sh json4k:app /      an app of bench/apps/ (the module is looked up in
 #                                        examples/, then bench/apps/; APP_DIR=DIR to choose)
+#   FERRICORN_ARGS='--metrics-bind 127.0.0.1:0' bench/callgrind.sh ...   more server flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APP=${1:-hello:app}; P=${2:-/}
@@ -25,7 +26,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 FUNCS='tokio::runtime::task::raw::poll|ferricorn::http::conn::exchange::\{\{closure\}\}|ferricorn::http::parse::parse|ferricorn::wsgi::WsgiApp::call|ferricorn::wsgi::request::Template::build|ferricorn::wsgi::start_response::StartResponse::__pymethod_start_response__|ferricorn::http::response::ResponseHead::push|ferricorn::http::response::encode|ferricorn::logging::access::AccessLog::emit|_PyEval_EvalFrameDefault \['
 run() {
   (cd "$DIR" && PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.%p" \
-     "$BIN" -w 1 -b 127.0.0.1:$PORT --access-logfile '' "$APP" >"$OUT/log" 2>&1) &
+     "$BIN" -w 1 -b 127.0.0.1:$PORT --access-logfile '' ${FERRICORN_ARGS:-} "$APP" >"$OUT/log" 2>&1) &
   local shell=$!
   for _ in $(seq 1 300); do grep -q "Ready:" "$OUT/log" 2>/dev/null && break; sleep 0.2; done
   local master; master=$(pgrep -P "$shell" | head -1)

@@ -260,38 +260,6 @@ fn worker_class_gthread_and_sync_are_our_workers() {
 }
 
 #[test]
-fn python_config_files_are_refused_until_ferricorn_reads_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let cwd = dir.path();
-    std::fs::write(cwd.join("gunicorn.conf.py"), "workers = 2\n").unwrap();
-    for c in ["gunicorn.conf.py", "python:myproject.gunicorn_conf"] {
-        let e = refused(cwd, None, &["-c", c, "hello:app"]);
-        assert!(
-            e.contains(&format!(
-                "-c {c}: Python config files are not read by ferricorn yet"
-            )),
-            "{e}"
-        );
-    }
-    // Found in the working directory, as Gunicorn would read it.
-    let e = refused(cwd, None, &["hello:app"]);
-    assert!(
-        e.contains("gunicorn.conf.py: Python config files are not read"),
-        "{e}"
-    );
-    // Beside a ferricorn.toml: both are named.
-    std::fs::write(cwd.join("ferricorn.toml"), "workers = 2\n").unwrap();
-    let e = refused(cwd, None, &["hello:app"]);
-    assert!(
-        e.contains("ferricorn.toml") && e.contains("gunicorn.conf.py"),
-        "{e}"
-    );
-    // Naming the TOML file settles it; `file:` is Gunicorn's spelling of a path.
-    let out = printed(cwd, None, &[], &["-c", "file:ferricorn.toml", "hello:app"]);
-    assert_eq!(value_of(&out, "workers"), "2", "{out}");
-}
-
-#[test]
 fn a_setting_without_effect_is_one_info_line_at_start() {
     let server = builder(
         &examples_dir(),

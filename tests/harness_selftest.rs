@@ -5,6 +5,8 @@
 #[path = "common/client_selftest.rs"]
 mod client_selftest;
 mod common;
+#[path = "common/server_selftest.rs"]
+mod server_selftest;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

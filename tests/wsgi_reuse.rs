@@ -145,6 +145,35 @@ fn a_start_response_the_app_keeps_is_never_another_request_s() {
     }
 }
 
+/// With `pre_request` / `post_request` hooks (which hold the request's environ and
+/// `start_response` until the response is done), and a `post_request` that keeps the environ
+/// holding the app's `start_response` and `write`: no later request gets them.
+#[test]
+fn a_start_response_a_post_request_hook_keeps_is_never_another_request_s() {
+    let conf = apps_dir().join("reuse_hooks.conf.py");
+    let conf = conf.to_str().unwrap();
+    for threads in ["1", "4"] {
+        let (server, addr) = start_app(
+            "reuse:app",
+            &["-c", conf, "--threads", threads, "--keep-alive", "10"],
+        );
+        let mut c = connect(&server, &addr, WAIT);
+        // Hooks on: requests that keep nothing reuse what they may, and stay apart.
+        let headers = [("Host", "h.example"), ("X-One", "1")];
+        let a = environ(&mut c, "GET", "/environ", &headers);
+        assert_eq!(s(&a, "HTTP_X_ONE"), Some("1"), "threads {threads}: {a}");
+        assert_eq!(a, environ(&mut c, "GET", "/environ", &headers));
+        let r = c.request("GET", "/keep-hook", &[], None).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "kept"));
+        for _ in 0..3 {
+            let r = c.request("GET", "/use-kept", &[], None).unwrap();
+            assert_eq!(r.status, 200, "{r:?}\n{}", server.report());
+            assert!(!r.text().contains("LEAKED"), "threads {threads}: {r:?}");
+            assert_eq!(r.json()["same_object"], false, "threads {threads}: {r:?}");
+        }
+    }
+}
+
 #[test]
 fn an_app_that_mutates_its_environ_changes_no_later_one() {
     let (server, addr) = start_app("reuse:app", &["--keep-alive", "10"]);

@@ -27,13 +27,16 @@ pub struct WsgiDispatch {
 
 impl Dispatch for WsgiDispatch {
     async fn call(&self, req: Request) -> Outcome {
-        // A free permit (the usual case) is taken without a future.
+        // Waiting for a Python thread counts as queued (in the metrics) only when it waits.
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => match self.slots.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => return Outcome::Failed,
-            },
+            Err(_) => {
+                let _queued = crate::metrics::Gauge::hold(crate::metrics::Held::PythonQueued);
+                let Ok(p) = self.slots.clone().acquire_owned().await else {
+                    return Outcome::Failed;
+                };
+                p
+            }
         };
         if self.inline && !matches!(req.body, Body::Stream(_)) {
             let called = {

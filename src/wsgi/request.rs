@@ -26,6 +26,8 @@ use super::file_wrapper::FileWrapper;
 use super::input::Input;
 use crate::http::dispatch::{Body, Request};
 use crate::http::parse::{self, Head, Method, Version};
+use crate::http::proxy_protocol::ProxyInfo;
+use crate::proxy::{self, ForwarderHeaders};
 use crate::sockets::LocalAddr;
 
 /// A Python str from bytes taken as latin-1 (each byte one code point, as PEP 3333 says).
@@ -125,6 +127,8 @@ type HeaderKeys = FxHashMap<Box<[u8]>, Option<Py<PyString>>>;
 pub struct Template {
     dict: Py<PyDict>,
     script_name: String,
+    /// `--forwarder-headers`: what a trusted peer's `_` headers may set.
+    forwarder: ForwarderHeaders,
     /// `HTTP_*` keys by header name as sent, interned once.
     keys: Mutex<HeaderKeys>,
     /// The last names and values seen (see the module comment). Taken with `try_lock`: a
@@ -244,9 +248,16 @@ impl Template {
         Ok(Template {
             dict: d.unbind(),
             script_name,
+            forwarder: ForwarderHeaders::gunicorn_default(),
             keys: Mutex::new(FxHashMap::default()),
             last: Mutex::new(Last::default()),
         })
+    }
+
+    /// `--forwarder-headers` (Gunicorn's default until this is called: `SCRIPT_NAME`,
+    /// `PATH_INFO`).
+    pub fn set_forwarder_headers(&mut self, f: ForwarderHeaders) {
+        self.forwarder = f;
     }
 
     /// The environ key for a request header, or None for a name Gunicorn drops (one with an
@@ -329,11 +340,22 @@ impl Template {
         if raw_path.contains(&b'%') {
             path = Cow::Owned(parse::decode_path(raw_path));
         }
-        if !self.script_name.is_empty() && path.starts_with(self.script_name.as_bytes()) {
-            let rest = &path[self.script_name.len()..];
-            if rest.is_empty() || rest[0] == b'/' {
-                path = Cow::Owned(rest.to_vec());
+        // A trusted proxy's SCRIPT_NAME header (the connection checked that it fits the path)
+        // replaces the one from the environment.
+        let forwarded_script = match head.script_name {
+            Some(i) if req.trusted && self.forwarder.script_name() => {
+                Some(proxy::script_name_value(head.value(&head.fields[i])))
             }
+            _ => None,
+        };
+        let script_name = forwarded_script.unwrap_or(self.script_name.as_bytes());
+        if !script_name.is_empty()
+            && let Some(rest) = proxy::strip_script_name(&path, script_name)
+        {
+            path = Cow::Owned(rest.to_vec());
+        }
+        if let Some(sn) = forwarded_script {
+            env.set_item(intern!(py, "SCRIPT_NAME"), latin1(py, sn))?;
         }
         let value = |py, last: Option<&mut Value>, b: &[u8]| match last {
             Some(v) => v.get(py, b),
@@ -381,6 +403,9 @@ impl Template {
             )?;
             env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, r.port.as_bytes()))?;
         }
+        if let Some(p) = &req.conn.proxy {
+            set_proxy_keys(py, &env, p)?;
+        }
         if req.scheme == "https" {
             env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
         }
@@ -401,6 +426,10 @@ impl Template {
             let Some((key, v)) =
                 self.field(py, last.as_deref_mut(), i, head.name(f), head.value(f))
             else {
+                // A dropped name (one with `_`): a trusted proxy may still set it.
+                if req.trusted {
+                    self.set_forwarded_header(py, &env, head, i)?;
+                }
                 continue;
             };
             let k = key.as_ptr();
@@ -429,6 +458,52 @@ impl Template {
         }
         Ok(env)
     }
+
+    /// A name with `_` from a trusted peer (field `i` of `head`): kept as `HTTP_NAME`, with any
+    /// later fields of that name joined to it, if `--forwarder-headers` has it (out of line:
+    /// rare, and kept out of `build`'s inlining budget).
+    #[cold]
+    #[inline(never)]
+    fn set_forwarded_header(
+        &self,
+        py: Python<'_>,
+        env: &Bound<'_, PyDict>,
+        head: &Head,
+        i: usize,
+    ) -> PyResult<()> {
+        let fields = &head.fields;
+        let name = head.name(&fields[i]);
+        let same = |f: &parse::Field| head.name(f).eq_ignore_ascii_case(name);
+        if !self.forwarder.allows(name) || fields[..i].iter().any(same) {
+            return Ok(());
+        }
+        let mut value = Cow::Borrowed(head.value(&fields[i]));
+        for later in fields[i + 1..].iter().filter(|f| same(f)) {
+            let v = value.to_mut();
+            v.push(b',');
+            v.extend_from_slice(head.value(later));
+        }
+        let key: String = std::iter::once("HTTP_")
+            .flat_map(str::chars)
+            .chain(name.iter().map(|&c| match c {
+                b'-' => '_',
+                c => c.to_ascii_uppercase() as char,
+            }))
+            .collect();
+        env.set_item(key, latin1(py, &value))
+    }
+}
+
+/// Gunicorn's keys for a PROXY protocol header (`REMOTE_*` are the client's already).
+#[cold]
+#[inline(never)]
+fn set_proxy_keys(py: Python<'_>, env: &Bound<'_, PyDict>, p: &ProxyInfo) -> PyResult<()> {
+    env.set_item(intern!(py, "PROXY_PROTOCOL"), p.protocol)?;
+    if let Some(d) = p.destination {
+        env.set_item(intern!(py, "PROXY_ADDR"), d.ip().to_string())?;
+        env.set_item(intern!(py, "PROXY_PORT"), d.port().to_string())?;
+    }
+    Ok(())
 }
 
 fn method_str<'py>(py: Python<'py>, head: &Head) -> Bound<'py, PyString> {

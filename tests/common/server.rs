@@ -257,7 +257,7 @@ struct Captured {
 }
 
 /// Removes ANSI CSI escape sequences (`ESC [ ... final-byte`).
-fn strip_ansi(s: &str) -> String {
+pub fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
@@ -490,7 +490,7 @@ impl Server {
 
     /// Parses the address in "... Listening at: ADDR (PID)" (ADDR may be a
     /// unix path containing spaces when the "(PID)" suffix is present).
-    fn parse_listening(line: &str) -> Option<Addr> {
+    pub fn parse_listening(line: &str) -> Option<Addr> {
         let rest = line[line.find(LISTENING)? + LISTENING.len()..].trim();
         let addr = match rest.rfind(" (") {
             Some(i) if rest.ends_with(')') => &rest[..i],
@@ -632,7 +632,7 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     parse_stat(&s)
 }
 
-fn parse_stat(s: &str) -> Option<ProcStat> {
+pub fn parse_stat(s: &str) -> Option<ProcStat> {
     let open = s.find('(')?;
     let close = s.rfind(')')?;
     let pid = s[..open].trim().parse().ok()?;
@@ -662,6 +662,11 @@ fn procs_where(mut f: impl FnMut(&ProcStat) -> bool) -> Vec<i32> {
         .collect();
     pids.sort_unstable();
     pids
+}
+
+/// Pids of the processes whose parent is `pid` (any state, zombies included).
+pub fn procs_children(pid: i32) -> Vec<i32> {
+    procs_where(|st| st.ppid == pid)
 }
 
 /// kill(pid, 0) succeeds and the process is not a zombie.
@@ -721,40 +726,4 @@ pub fn proc_comm(pid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|s| s.trim_end().to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_parsing_handles_odd_comm() {
-        let st = parse_stat("123 (a (b) c) S 1 123 123 0 -1 4194560").unwrap();
-        assert_eq!(
-            (st.pid, st.comm.as_str(), st.state, st.ppid, st.pgrp),
-            (123, "a (b) c", 'S', 1, 123)
-        );
-    }
-
-    #[test]
-    fn ansi_is_stripped() {
-        assert_eq!(
-            strip_ansi("\u{1b}[2m2024\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m x"),
-            "2024  INFO x"
-        );
-    }
-
-    #[test]
-    fn listening_lines() {
-        let a =
-            Server::parse_listening("[2024] [1] [INFO] Listening at: http://127.0.0.1:8000 (1)")
-                .unwrap();
-        assert_eq!(a, Addr::Tcp("127.0.0.1:8000".parse().unwrap()));
-        let a = Server::parse_listening("Listening at: unix:/tmp/a b/x.sock (42)");
-        assert_eq!(a, Some(Addr::Unix("/tmp/a b/x.sock".into())));
-        let a = Server::parse_listening("Listening at: http://[::1]:9000").unwrap();
-        assert_eq!(a, Addr::Tcp("[::1]:9000".parse().unwrap()));
-        let a = Server::parse_listening("INFO Listening at: unix:/tmp/x.sock (42)").unwrap();
-        assert_eq!(a, Addr::Unix("/tmp/x.sock".into()));
-    }
 }
