@@ -7,6 +7,7 @@
 //! (`extension`), run by the user's interpreter.
 
 pub mod alloc;
+pub mod asgi;
 pub mod busy;
 pub mod checks;
 pub mod cli;

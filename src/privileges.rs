@@ -8,7 +8,6 @@ use std::path::Path;
 
 use nix::unistd::{Gid, Group, Uid, User, initgroups, setgid, setuid};
 
-
 /// The identity workers run as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {

@@ -49,6 +49,7 @@ mod value;
 use std::path::PathBuf;
 
 pub use args::{CmdArgs, GUNICORN_CMD_ARGS, cmd_args};
+pub use compat::is_asgi_class;
 pub use file::FileLayer;
 pub use sources::{
     Checks, DEFAULT_CONFIG_FILE, GUNICORN_CONFIG_FILE, Sources, env_layer, file_layer,

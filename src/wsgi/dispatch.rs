@@ -10,10 +10,10 @@ use std::sync::Arc;
 use pyo3::Python;
 use tokio::sync::{Semaphore, oneshot};
 
-use super::{Called, WsgiApp};
-use crate::http::dispatch::{Body, Dispatch, Outcome, Request};
 use super::pool::{Job, Pool};
+use super::{Called, WsgiApp};
 use crate::busy::Busy;
+use crate::http::dispatch::{Body, Dispatch, Outcome, Request};
 
 pub struct WsgiDispatch {
     pub app: Arc<WsgiApp>,

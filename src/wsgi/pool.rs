@@ -9,9 +9,9 @@ use std::sync::Arc;
 use pyo3::Python;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use crate::http::dispatch::{Outcome, Request};
 use super::{Called, Pending, WsgiApp};
 use crate::busy::Busy;
+use crate::http::dispatch::{Outcome, Request};
 
 /// Work for a Python thread. The permit is released when the job has finished (after
 /// `close()`), so the number of requests in Python never exceeds `--threads`.
