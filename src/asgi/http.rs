@@ -148,9 +148,13 @@ fn receive(py: Python<'_>, cycle: &Bound<'_, HttpCycle>) -> PyResult<Py<PyAny>> 
                             c.body = BodyIn::Stream(s);
                             request_msg(py, &chunk.data, true)
                         }
-                        Ok(None) => request_msg(py, b"", false),
+                        Ok(None) => {
+                            c.body = BodyIn::Done;
+                            request_msg(py, b"", false)
+                        }
                         Err(_) => {
                             // The connection answers a timeout or bad framing itself.
+                            c.body = BodyIn::Done;
                             c.disconnected = true;
                             disconnect_msg(py)
                         }

@@ -69,8 +69,8 @@ async def ws(plan):
                     await asyncio.wait_for(w.wait_closed(), plan["hold"])
                 except asyncio.TimeoutError:
                     out["still_open"] = True
-            out["close_code"] = w.close_code
-            out["close_reason"] = w.close_reason
+        out["close_code"] = w.close_code
+        out["close_reason"] = w.close_reason
     except websockets.InvalidStatus as e:
         out["rejected"] = e.response.status_code
         out["body"] = (e.response.body or b"").decode("latin-1")

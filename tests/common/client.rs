@@ -429,6 +429,11 @@ impl Conn {
         Ok(out)
     }
 
+    /// Reads exactly `n` bytes (buffered ones first), e.g. a frame after an upgrade.
+    pub fn read_bytes(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        self.read_exact_n(n, "bytes")
+    }
+
     /// Reads everything until the peer closes (buffered bytes included).
     /// ECONNRESET is returned as an error.
     pub fn read_until_close(&mut self) -> io::Result<Vec<u8>> {
