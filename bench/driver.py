@@ -54,12 +54,19 @@ def _expected():
     json4k = importlib.import_module("json4k")
     stream = importlib.import_module("stream")
     sleep = importlib.import_module("sleep")
+    ahello = importlib.import_module("ahello")
+    asleep = importlib.import_module("asleep")
+    wsecho = importlib.import_module("wsecho")
     return {
         "hello": lambda body: body == hello.BODY,
         "json4k": lambda body: len(body) == json4k.SIZE and json.loads(body) == json4k.DATA,
         "stream": lambda body: body == stream.expected(),
         "echo": lambda body: body == ECHO_BODY,
         "sleep": lambda body: body == sleep.BODY,
+        "ahello": lambda body: body == ahello.BODY,
+        "asleep": lambda body: body == asleep.BODY,
+        # the HTTP answer of the WebSocket app (the echo itself is checked by wsload)
+        "wsecho": lambda body: body == wsecho.BODY,
     }
 
 
@@ -74,7 +81,19 @@ APPS = {
              "what": "POST of 64 KiB, read exactly CONTENT_LENGTH, echoed back"},
     "sleep": {"module": "sleep", "method": "GET", "conns": 256,
               "what": "time.sleep(0.010) per request (I/O-bound)"},
+    # ASGI apps (served by ferricorn, uvicorn, granian-asgi)
+    "ahello": {"module": "ahello", "method": "GET", "conns": 50, "interface": "asgi",
+               "what": "ASGI hello world, 13 bytes, Content-Length set"},
+    "asleep": {"module": "asleep", "method": "GET", "conns": 256, "interface": "asgi",
+               "what": "ASGI, await asyncio.sleep(0.010) per request (I/O-bound)"},
+    "wsecho": {"module": "wsecho", "method": "GET", "conns": 50, "interface": "asgi",
+               "what": "ASGI WebSocket echo of 16-byte text messages, one in flight per "
+                       "connection (bench/wsload.rs); rate is messages/s"},
 }
+
+
+def interface(app):
+    return APPS[app].get("interface", "wsgi")
 
 # --------------------------------------------------------------------------------------------
 # Servers: each returns the argv for (app module, address, whether this is the sleep app).
@@ -89,6 +108,9 @@ def _venv(name):
 def cmd_ferricorn(mod, addr, sleep):
     bind = f"127.0.0.1:{addr[1]}" if addr[0] == "tcp" else f"unix:{addr[1]}"
     argv = [FERRICORN, "-w", "1", "--access-logfile", "", "--chdir", APPS_DIR, "-b", bind]
+    if mod in ASGI_MODULES:
+        # The ASGI app is recognised as such; uvloop comes from the peers' venv.
+        argv += ["--virtualenv", os.path.join(BENCH, ".venv")]
     if sleep:
         argv += ["--threads", str(SLEEP_THREADS)]
     return argv + [f"{mod}:app"]
@@ -121,6 +143,21 @@ def cmd_granian(mod, addr, sleep):
 
 def cmd_granian_bt1(mod, addr, sleep):
     return _granian(mod, addr, ["--blocking-threads", str(SLEEP_THREADS if sleep else 1)])
+
+
+def cmd_uvicorn(mod, addr, sleep):
+    where = (["--host", "127.0.0.1", "--port", str(addr[1])] if addr[0] == "tcp"
+             else ["--uds", addr[1]])
+    return [_venv("uvicorn"), "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
+            "--no-access-log", "--log-level", "warning", "--lifespan", "off",
+            "--app-dir", APPS_DIR, *where, f"{mod}:app"]
+
+
+def cmd_granian_asgi(mod, addr, sleep):
+    where = (["--host", "127.0.0.1", "--port", str(addr[1])] if addr[0] == "tcp"
+             else ["--uds", addr[1]])
+    return [_venv("granian"), "--interface", "asgi", "--workers", "1", "--no-access-log",
+            "--loop", "uvloop", *where, f"{mod}:app"]
 
 
 def _uwsgi(mod, addr, sleep, socket_opt, extra):
@@ -164,7 +201,17 @@ SERVERS = {
     "uwsgi": (cmd_uwsgi, True, "pyuwsgi --master --processes 1 --http-socket (no keep-alive), --listen 1024; --threads 64 for sleep"),
     "bjoern": (cmd_bjoern, False, "bjoern.run(app, host, port): single-threaded, no threads for sleep"),
     "waitress": (cmd_waitress, False, "--threads 4 (64 and --connection-limit 512 for sleep)"),
+    "uvicorn": (cmd_uvicorn, False, "ASGI: --loop uvloop --http httptools --ws websockets, one process"),
+    "granian-asgi": (cmd_granian_asgi, True, "ASGI: --interface asgi --workers 1 --loop uvloop"),
 }
+
+# Which interfaces each server serves (ferricorn: both, by the app).
+SERVES = {name: {"wsgi"} for name in SERVERS}
+SERVES["ferricorn"] = {"wsgi", "asgi"}
+SERVES["uvicorn"] = {"asgi"}
+SERVES["granian-asgi"] = {"asgi"}
+ASGI_MODULES = {spec["module"] for spec in APPS.values() if spec.get("interface") == "asgi"}
+WSLOAD = os.path.join(ROOT, "target", "release", "examples", "wsload")
 
 # --------------------------------------------------------------------------------------------
 # Process handling: every server runs in its own session; all are killed on the way out.
@@ -354,6 +401,15 @@ def parse_oha(out):
     return res
 
 
+def parse_wsload(out):
+    d = json.loads(out.strip().splitlines()[-1])
+    res = {"errors": {}, "rps": d["rate"], "p50_ms": d["p50_ms"], "p99_ms": d["p99_ms"],
+           "requests": d["messages"]}
+    if d["errors"]:
+        res["errors"]["connections failed"] = d["errors"]
+    return res
+
+
 class Load:
     def __init__(self, tools, tmp):
         self.wrk = tools["wrk"]
@@ -375,6 +431,11 @@ class Load:
         spec = APPS[app]
         conns = str(spec["conns"])
         post = spec["method"] == "POST"
+        if app == "wsecho":
+            argv = [WSLOAD, "-c", conns, "-d", str(seconds)]
+            if addr[0] == "tcp":
+                return argv + [f"ws://127.0.0.1:{addr[1]}/"], parse_wsload
+            return argv + ["--unix", addr[1], "ws://localhost/"], parse_wsload
         if addr[0] == "tcp":
             argv = [self.wrk, "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
                     "--timeout", WRK_TIMEOUT]
@@ -565,6 +626,15 @@ def evaluate_targets(summary):
         rows.append(("sleep 10 ms ≥ 90% of 6400 req/s", "no data", "not evaluated"))
     ratio_target("stream 1 MiB ≥ 1.0× granian", "stream", "granian", 1.0)
     ratio_target("echo 64 KiB ≥ 1.0× granian", "echo", "granian", 1.0)
+    ratio_target("ASGI hello ≥ 1.5× uvicorn", "ahello", "uvicorn", 1.5)
+    ratio_target("ASGI hello ≥ 1.0× granian-asgi", "ahello", "granian-asgi", 1.0)
+    ratio_target("WebSocket echo ≥ 1.0× granian-asgi", "wsecho", "granian-asgi", 1.0)
+    f = s("asleep", "ferricorn")
+    limit = 256 / 0.010
+    if f and f["rps"] is not None:
+        rows.append(("ASGI sleep 10 ms, c256 ≥ 90% of Little's-law 25,600 req/s",
+                     f"{f['rps']:,.0f} req/s = {f['rps'] / limit * 100:.1f}%",
+                     "met" if f["rps"] >= 0.9 * limit else "NOT met"))
     f, g = s("hello", "ferricorn"), s("hello", "gunicorn-sync")
     if f and g and f["rss_kib"] and g["rss_kib"]:
         r = f["rss_kib"] / g["rss_kib"]
@@ -607,8 +677,12 @@ def run_out(argv):
 def versions(tools):
     v = {"python": run_out([os.path.join(VENV_BIN, "python"), "--version"]).replace("Python ", "")}
     code = ("import importlib.metadata as m\n"
-            "for n in ('gunicorn','granian','pyuwsgi','bjoern','waitress'):\n"
-            "    print(n, m.version(n))")
+            "for n in ('gunicorn','granian','pyuwsgi','bjoern','waitress','uvicorn',"
+            "'httptools','uvloop','websockets'):\n"
+            "    try:\n"
+            "        print(n, m.version(n))\n"
+            "    except m.PackageNotFoundError:\n"
+            "        pass")
     for line in run_out([os.path.join(VENV_BIN, "python"), "-c", code]).splitlines():
         if " " in line:
             k, val = line.split(" ", 1)
@@ -659,7 +733,7 @@ def write_report(path, meta, summary, runs, apps, servers, transports):
           "|---|---|---|"]
     for s in servers:
         build, _, note = SERVERS[s]
-        argv = build("hello", ("tcp", "PORT"), False)
+        argv = build("hello" if "wsgi" in SERVES[s] else "ahello", ("tcp", "PORT"), False)
         cmd = " ".join(shlex.quote(os.path.relpath(x, ROOT) if x.startswith(ROOT) else x)
                        for x in argv)
         L.append(f"| {s} | {note} | `{cmd}` |")
@@ -764,7 +838,8 @@ def main():
     tools = {"wrk": shutil.which(args.wrk) or args.wrk, "oha": shutil.which(args.oha) or args.oha}
     for need in ([tools["wrk"]] if "tcp" in transports else []) + (
             [tools["oha"]] if "unix" in transports else []) + (
-            [FERRICORN] if "ferricorn" in servers else []):
+            [FERRICORN] if "ferricorn" in servers else []) + (
+            [WSLOAD] if "wsecho" in apps else []):
         if not (os.path.isfile(need) and os.access(need, os.X_OK)):
             sys.exit(f"driver: {need} not found (run bench/run.sh, which installs it)")
 
@@ -774,7 +849,8 @@ def main():
     logdir = os.path.join(BENCH, ".logs", stamp)
     os.makedirs(logdir, exist_ok=True)
     checks = _expected()
-    total = len(apps) * len(transports) * args.rounds * len(servers)
+    total = sum(1 for a in apps for s in servers if interface(a) in SERVES[s]) * len(
+        transports) * args.rounds
     est = total * (args.duration + args.warmup + 2)
     print(f"driver: {total} runs ({len(servers)} servers × {len(apps)} apps × {len(transports)} "
           f"transports × {args.rounds} rounds), about {est / 60:.0f} min; logs in {logdir}",
@@ -793,6 +869,8 @@ def main():
             for transport in transports:
                 for rnd in range(1, args.rounds + 1):
                     for server in servers:
+                        if interface(app) not in SERVES[server]:
+                            continue
                         n += 1
                         rec = one_run(server, app, transport, rnd, load, checks, args, tmp, logdir)
                         runs.append(rec)

@@ -335,17 +335,20 @@ fn send(
                     } else {
                         vec![body]
                     };
-                    let _ = reply.send(Outcome::Reply(Reply::new(head, ReplyBody::Full(chunks))));
+                    runloop::reply(
+                        py,
+                        reply,
+                        Outcome::Reply(Reply::new(head, ReplyBody::Full(chunks))),
+                    );
                     c.complete.set();
                     return runloop::ready_none(py);
                 }
                 let (tx, rx) = stream::channel();
-                if reply
-                    .send(Outcome::Reply(Reply::new(head, ReplyBody::Stream(rx))))
-                    .is_err()
-                {
-                    c.disconnected = true;
-                }
+                runloop::reply(
+                    py,
+                    reply,
+                    Outcome::Reply(Reply::new(head, ReplyBody::Stream(rx))),
+                );
                 c.tx = Some(Arc::new(tx));
             }
             let tx = c.tx.clone().expect("streaming");
@@ -416,7 +419,7 @@ impl HttpCycle {
                             self.target()
                         );
                     }
-                    let _ = reply.send(Outcome::Failed);
+                    runloop::reply(py, reply, Outcome::Failed);
                 }
                 Some(head) => {
                     if !failed {
@@ -428,7 +431,11 @@ impl HttpCycle {
                     }
                     let (tx, rx) = stream::channel();
                     let _ = tx.try_send(Err(StreamAborted("the app did not complete it".into())));
-                    let _ = reply.send(Outcome::Reply(Reply::new(head, ReplyBody::Stream(rx))));
+                    runloop::reply(
+                        py,
+                        reply,
+                        Outcome::Reply(Reply::new(head, ReplyBody::Stream(rx))),
+                    );
                 }
             }
         } else if let Some(tx) = self.tx.take() {

@@ -135,6 +135,7 @@ impl Engine {
         AsgiDispatch {
             handle: self.handle.clone(),
             ws: self.ws.clone(),
+            delivering: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -163,10 +164,20 @@ impl Engine {
 pub struct AsgiDispatch {
     handle: Arc<LoopHandle>,
     ws: Arc<Registry>,
+    /// The task that delivers the loop's replies runs (started with the first request, on
+    /// the worker's runtime).
+    delivering: std::sync::atomic::AtomicBool,
 }
 
 impl Dispatch for AsgiDispatch {
     async fn call(&self, req: Request) -> Outcome {
+        if !self.delivering.load(std::sync::atomic::Ordering::Relaxed)
+            && !self
+                .delivering
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tokio::spawn(self.handle.clone().deliver_replies());
+        }
         let (tx, rx) = oneshot::channel();
         match websocket::handshake(&req.head) {
             Handshake::No => self.handle.run(move |py| http::start(py, req, tx)),

@@ -25,6 +25,10 @@ use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 
 use crate::busy::Busy;
+use crate::http::dispatch::Outcome;
+
+/// A reply for the tokio side, with the channel its connection awaits.
+type Handoff = (tokio::sync::oneshot::Sender<Outcome>, Outcome);
 
 /// A value for the app, made on the loop thread (with the GIL) once a Rust future is ready.
 pub type Resolved = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
@@ -55,9 +59,25 @@ pub struct LoopHandle {
     /// The busy slot of the loop thread.
     slot: usize,
     ping_outstanding: AtomicBool,
+    /// Replies handed over by the loop, delivered by [`LoopHandle::deliver_replies`].
+    replies: Mutex<Vec<Handoff>>,
+    replies_ready: tokio::sync::Notify,
 }
 
 impl LoopHandle {
+    /// On the tokio thread, for the worker's life: hands each batch of replies the loop
+    /// gathered to the connections waiting for them (one cross-thread wake-up per batch).
+    pub async fn deliver_replies(self: Arc<Self>) {
+        loop {
+            self.replies_ready.notified().await;
+            let batch =
+                std::mem::take(&mut *self.replies.lock().unwrap_or_else(|e| e.into_inner()));
+            for (tx, o) in batch {
+                let _ = tx.send(o);
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -161,10 +181,56 @@ pub struct LoopCtx {
     pub state: Option<Py<pyo3::types::PyDict>>,
     /// Whether the loop is uvloop (for the start-up log).
     pub kind: String,
+    /// `loop.call_soon`, and the callback that hands gathered replies over.
+    pub call_soon: Py<PyAny>,
+    pub flush: Py<PyAny>,
 }
 
 thread_local! {
     static CTX: RefCell<Option<LoopCtx>> = const { RefCell::new(None) };
+    /// Replies made during this pass of the loop, handed over together at its end.
+    static OUTBOX: RefCell<Vec<Handoff>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Gives `outcome` to the connection waiting on `tx`: gathered, and handed to the tokio side
+/// once per pass of the loop (`call_soon`), so that a burst of responses costs one wake-up.
+pub fn reply(py: Python<'_>, tx: tokio::sync::oneshot::Sender<Outcome>, outcome: Outcome) {
+    let first = OUTBOX.with(|o| {
+        let mut o = o.borrow_mut();
+        o.push((tx, outcome));
+        o.len() == 1
+    });
+    if first {
+        let (call_soon, flush) = with_ctx(|c| (c.call_soon.clone_ref(py), c.flush.clone_ref(py)));
+        if call_soon.bind(py).call1((flush,)).is_err() {
+            flush_replies();
+        }
+    }
+}
+
+fn flush_replies() {
+    let batch = OUTBOX.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    if batch.is_empty() {
+        return;
+    }
+    let handle = with_ctx(|c| c.handle.clone());
+    handle
+        .replies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(batch);
+    handle.replies_ready.notify_one();
+}
+
+/// The `call_soon` callback of [`reply`].
+#[pyclass(module = "ferricorn")]
+struct Flush;
+
+#[pymethods]
+impl Flush {
+    fn __call__(&self) {
+        flush_replies();
+    }
 }
 
 /// Runs `f` with the loop's context; only on the loop thread.
@@ -384,6 +450,8 @@ pub fn start(
         busy,
         slot,
         ping_outstanding: AtomicBool::new(false),
+        replies: Mutex::new(Vec::new()),
+        replies_ready: tokio::sync::Notify::new(),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<String, String>>();
     let h = handle.clone();
@@ -404,6 +472,8 @@ pub fn start(
                         scope: super::scope::Template::new(py, scope)?,
                         state: None,
                         kind: name.clone(),
+                        call_soon: lp.getattr("call_soon")?.unbind(),
+                        flush: Py::new(py, Flush)?.into_any(),
                     };
                     CTX.with(|c| *c.borrow_mut() = Some(ctx));
                     Ok((bridge.into_any(), lp, name))
