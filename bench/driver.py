@@ -278,6 +278,19 @@ def rss_kib(pid):
     return None
 
 
+def cpu_ticks(pid):
+    """utime + stime of pid and its children (clock ticks)."""
+    total = 0
+    for q in [pid, *children(pid)]:
+        try:
+            with open(f"/proc/{q}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def worker_pid(p, forks):
     if not forks:
         return p.pid
@@ -514,8 +527,14 @@ def one_run(server, app, transport, rnd, load, checks, args, tmp, logdir):
                 status, _ = request(addr, spec["method"], body, timeout=60.0)
                 if status != 200:
                     raise RuntimeError(f"status {status} after the warm-up")
+            ticks = cpu_ticks(p.pid)
             res = load.run(app, addr, args.duration, log)
+            ticks = cpu_ticks(p.pid) - ticks
             rec.update(res)
+            if res.get("requests"):
+                # The server's CPU time per request (or message): steadier than req/s on a
+                # shared machine.
+                rec["cpu_us"] = ticks / os.sysconf("SC_CLK_TCK") * 1e6 / res["requests"]
             rec["rss_kib"] = rss_kib(worker_pid(p, forks))
             if p.poll() is not None:
                 raise RuntimeError(f"server exited with status {p.returncode} during the run")
@@ -577,6 +596,7 @@ def summarise(runs, servers):
             "ratio": med(ratios),
             "rss_kib": med(r.get("rss_kib") for r in rs),
             "startup_ms": med(r.get("startup_ms") for r in rs),
+            "cpu_us": med(r.get("cpu_us") for r in use),
             "failures": sorted({r["failure"] for r in rs if r.get("failure")}),
             "errors": [r["errors"] for r in rs if r.get("errors")],
         }
@@ -724,6 +744,9 @@ def write_report(path, meta, summary, runs, apps, servers, transports):
           "(column *valid*) and fall back to all rounds, marked ⚠, when none is valid.",
           "- req/s, p50, p99: medians over rounds. *ferricorn ÷ server*: median over rounds of "
           "ferricorn's req/s divided by the server's in the same round.",
+          "- CPU µs/req: user + system CPU time of the server's processes during the timed run, "
+          "divided by the requests (messages for wsecho) served; on a shared machine it moves "
+          "less than req/s.",
           "- RSS: VmRSS of the worker process after the timed run (the master's child for "
           "ferricorn, gunicorn, granian, uWSGI; the process itself for bjoern and waitress).",
           "- Start-up: from spawning the server to its first successful response (polled every 10 ms).",
@@ -742,8 +765,8 @@ def write_report(path, meta, summary, runs, apps, servers, transports):
         for t in transports:
             tool = "wrk" if t == "tcp" else "oha"
             L += [f"**{'TCP' if t == 'tcp' else 'unix socket'}** ({tool}, c{APPS[a]['conns']})", "",
-                  "| server | req/s (median) | p50 | p99 | ferricorn ÷ server | valid |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| server | req/s (median) | p50 | p99 | ferricorn ÷ server | CPU µs/req | valid |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
             for s in servers:
                 x = summary.get((a, t, s))
                 if not x:
@@ -752,8 +775,9 @@ def write_report(path, meta, summary, runs, apps, servers, transports):
                 ratio = "—" if x["ratio"] is None else f"{x['ratio']:.2f}×"
                 if s == "ferricorn":
                     ratio = "1"
+                cpu = "—" if x.get("cpu_us") is None else f"{x['cpu_us']:.0f}"
                 L.append(f"| {s} | {fmt_num(x['rps'])}{warn} | {fmt_ms(x['p50_ms'])} | "
-                         f"{fmt_ms(x['p99_ms'])} | {ratio} | {x['valid']}/{x['rounds']} |")
+                         f"{fmt_ms(x['p99_ms'])} | {ratio} | {cpu} | {x['valid']}/{x['rounds']} |")
             notes = []
             for s in servers:
                 x = summary.get((a, t, s))

@@ -243,3 +243,15 @@ fn method<'py>(py: Python<'py>, req: &Request) -> Bound<'py, PyString> {
         _ => PyString::new(py, req.head.method_str()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::strip_authority;
+
+    #[test]
+    fn absolute_form_targets_lose_their_authority() {
+        assert_eq!(strip_authority(b"http://h.example:81/p/q"), b"/p/q");
+        assert_eq!(strip_authority(b"https://h.example"), b"/");
+        assert_eq!(strip_authority(b"/plain"), b"/plain");
+    }
+}

@@ -694,3 +694,65 @@ async fn session(
     let _ = sink.close().await;
     ended.done(sent);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::limits::Limits;
+
+    fn head(raw: &str) -> Head {
+        parse::parse(Bytes::from(raw.replace('\n', "\r\n")), &Limits::for_tests()).unwrap()
+    }
+
+    fn status(h: Handshake) -> Option<u16> {
+        match h {
+            Handshake::No => None,
+            Handshake::Bad(Outcome::Reply(r)) => Some(r.head.status),
+            Handshake::Bad(Outcome::Failed) => Some(500),
+            Handshake::Yes(_) => Some(101),
+        }
+    }
+
+    #[test]
+    fn handshakes() {
+        let ok = "GET /ws HTTP/1.1\nHost: x\nUpgrade: WebSocket\nConnection: keep-alive, Upgrade\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13\n\n";
+        match handshake(&head(ok)) {
+            Handshake::Yes(k) => assert_eq!(k, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            _ => panic!("refused"),
+        }
+        assert_eq!(
+            status(handshake(&head("GET / HTTP/1.1\nHost: x\n\n"))),
+            None
+        );
+        assert_eq!(status(handshake(&head(&ok.replace("13", "8")))), Some(426));
+        assert_eq!(
+            status(handshake(&head(
+                &ok.replace("keep-alive, Upgrade", "keep-alive")
+            ))),
+            Some(400)
+        );
+        assert_eq!(
+            status(handshake(&head(&ok.replace("GET", "POST")))),
+            Some(400)
+        );
+        assert_eq!(
+            status(handshake(&head(
+                &ok.replace("dGhlIHNhbXBsZSBub25jZQ==", "short")
+            ))),
+            Some(400)
+        );
+    }
+
+    #[test]
+    fn close_reasons_are_cut_at_a_char_boundary() {
+        let long = "é".repeat(100);
+        match close_frame(1000, &long) {
+            Message::Close(Some(f)) => {
+                assert!(f.reason.len() <= 123);
+                assert!(f.reason.as_str().chars().all(|c| c == 'é'));
+            }
+            _ => panic!(),
+        }
+    }
+}

@@ -23,7 +23,8 @@ WebSocket:
   /ws-flood         accepts, then sends 64 KiB messages until send() fails; records in
                     $MARK_DIR how many were sent before the client stopped reading
   /ws-hold          accepts and waits for the disconnect; records its code in $MARK_DIR
-Lifespan: $LIFESPAN = ok (default; state["greeting"] = "hello"), fail (startup.failed),
+Lifespan: $LIFESPAN = ok (default; state["greeting"] = "hello"), slow (ok after 1.5 s),
+fail (startup.failed),
 raise (raises at startup), none (raises on a lifespan scope, like Django).
 """
 
@@ -73,6 +74,8 @@ async def lifespan(scope, receive, send):
                 return
             if LIFESPAN == "raise":
                 raise RuntimeError("startup exploded")
+            if LIFESPAN == "slow":
+                await asyncio.sleep(1.5)
             scope["state"]["greeting"] = "hello"
             await send({"type": "lifespan.startup.complete"})
         elif m["type"] == "lifespan.shutdown":
