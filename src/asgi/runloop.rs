@@ -179,8 +179,6 @@ pub struct LoopCtx {
     pub scope: super::scope::Template,
     /// The lifespan `state`, copied into every scope once lifespan startup succeeded.
     pub state: Option<Py<pyo3::types::PyDict>>,
-    /// Whether the loop is uvloop (for the start-up log).
-    pub kind: String,
     /// `loop.call_soon`, and the callback that hands gathered replies over.
     pub call_soon: Py<PyAny>,
     pub flush: Py<PyAny>,
@@ -471,7 +469,6 @@ pub fn start(
                         handle: h.clone(),
                         scope: super::scope::Template::new(py, scope)?,
                         state: None,
-                        kind: name.clone(),
                         call_soon: lp.getattr("call_soon")?.unbind(),
                         flush: Py::new(py, Flush)?.into_any(),
                     };
