@@ -131,6 +131,27 @@ fn streaming_both_ways() {
     assert_eq!(r["headers"]["x-chunks"], "1");
 }
 
+/// A `receive()` the app cancels while it waits (a timeout; anyio's `is_disconnected()`) must
+/// not take the body chunk it was waiting for with it. Before the fix the chunk that arrived
+/// after the cancellation was dropped, and the app read an empty body.
+#[test]
+fn a_cancelled_receive_loses_no_body() {
+    let (s, addr) = start("raw:app", &[]);
+    let mut c = Conn::connect(&addr).unwrap();
+    c.set_timeout(T);
+    c.send_raw(
+        b"POST /echo-cancel HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    // 100 Continue comes with the app's first receive(), which times out 50 ms later.
+    assert_eq!(c.read_bytes(25).unwrap(), b"HTTP/1.1 100 Continue\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    c.send_raw(b"hello").unwrap();
+    let r = c.read_response("POST").unwrap();
+    assert_eq!(r.header("x-cancelled"), Some("yes"), "{}", s.report());
+    assert_eq!(r.text(), "hello", "{}", s.report());
+}
+
 #[test]
 fn keep_alive_and_pipelining() {
     let (s, addr) = start("raw:app", &[]);

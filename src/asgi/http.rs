@@ -86,6 +86,10 @@ pub struct HttpCycle {
     tx: Option<Arc<stream::Sender>>,
     complete: Arc<Flag>,
     disconnected: bool,
+    /// A message made for a `receive()` the app cancelled: the next one returns it.
+    unclaimed: Option<Py<PyAny>>,
+    /// The waiting `receive()` (while `body` is `Reading`).
+    pending: Option<Arc<runloop::Parked>>,
 }
 
 impl HttpCycle {
@@ -104,6 +108,8 @@ impl HttpCycle {
             tx: None,
             complete: Arc::new(Flag::default()),
             disconnected: false,
+            unclaimed: None,
+            pending: None,
         }
     }
 
@@ -129,6 +135,9 @@ fn disconnect_msg(py: Python<'_>) -> PyResult<Py<PyAny>> {
 /// `receive()`.
 fn receive(py: Python<'_>, cycle: &Bound<'_, HttpCycle>) -> PyResult<Py<PyAny>> {
     let mut c = cycle.borrow_mut();
+    if let Some(m) = c.unclaimed.take() {
+        return runloop::ready(py, m);
+    }
     if c.disconnected || c.complete.is_set() {
         return runloop::ready(py, disconnect_msg(py)?);
     }
@@ -139,31 +148,46 @@ fn receive(py: Python<'_>, cycle: &Bound<'_, HttpCycle>) -> PyResult<Py<PyAny>> 
             c.body = BodyIn::Reading;
             drop(c);
             let cyc = cycle.clone().unbind();
-            runloop::await_rust(py, async move {
+            let (a, parked) = runloop::await_rust_parked(py, async move {
                 let r = s.next().await;
-                Box::new(move |py: Python<'_>| {
+                Box::new(move |py: Python<'_>, wanted: bool| {
                     let mut c = cyc.bind(py).borrow_mut();
-                    match r {
+                    c.pending = None;
+                    let m = match r {
                         Ok(Some(chunk)) => {
                             c.body = BodyIn::Stream(s);
-                            request_msg(py, &chunk.data, true)
+                            request_msg(py, &chunk.data, true)?
                         }
                         Ok(None) => {
                             c.body = BodyIn::Done;
-                            request_msg(py, b"", false)
+                            request_msg(py, b"", false)?
                         }
                         Err(_) => {
                             // The connection answers a timeout or bad framing itself.
                             c.body = BodyIn::Done;
                             c.disconnected = true;
-                            disconnect_msg(py)
+                            return disconnect_msg(py);
                         }
+                    };
+                    if !wanted {
+                        c.unclaimed = Some(m.clone_ref(py));
                     }
+                    Ok(m)
                 }) as Resolved
-            })
+            })?;
+            if parked.is_some() {
+                cycle.borrow_mut().pending = parked;
+            }
+            Ok(a)
         }
         BodyIn::Reading => {
             c.body = BodyIn::Reading;
+            // The earlier receive() was cancelled while it waited: this one takes its place.
+            if let Some(p) = c.pending.clone()
+                && let Some(f) = runloop::retarget(py, &p)?
+            {
+                return Ok(f);
+            }
             Err(PyRuntimeError::new_err(
                 "receive() called while an earlier receive() is still waiting",
             ))
@@ -178,7 +202,7 @@ fn receive(py: Python<'_>, cycle: &Bound<'_, HttpCycle>) -> PyResult<Py<PyAny>> 
                     _ = conn.gone() => {}
                     _ = complete.wait() => {}
                 }
-                Box::new(move |py: Python<'_>| {
+                Box::new(move |py: Python<'_>, _| {
                     cyc.bind(py).borrow_mut().disconnected = true;
                     disconnect_msg(py)
                 }) as Resolved
@@ -369,7 +393,7 @@ fn send(
                     drop(c);
                     runloop::await_rust(py, async move {
                         let _ = tx.send(chunk).await;
-                        Box::new(|py: Python<'_>| Ok(py.None())) as Resolved
+                        Box::new(|py: Python<'_>, _| Ok(py.None())) as Resolved
                     })
                 }
             }

@@ -161,7 +161,7 @@ impl LifespanCycle {
         let cyc = slf.clone().unbind();
         runloop::await_rust(py, async move {
             let reply = rx.await.ok();
-            Box::new(move |py: Python<'_>| {
+            Box::new(move |py: Python<'_>, _| {
                 cyc.bind(py).borrow_mut().reply = reply;
                 event(py, "lifespan.shutdown")
             }) as Resolved

@@ -31,7 +31,10 @@ use crate::http::dispatch::Outcome;
 type Handoff = (tokio::sync::oneshot::Sender<Outcome>, Outcome);
 
 /// A value for the app, made on the loop thread (with the GIL) once a Rust future is ready.
-pub type Resolved = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+/// The flag says whether the app still waits for it: false when it cancelled its await
+/// meanwhile (anyio's `is_disconnected()`, a timeout), and then what the value would have
+/// carried (a body chunk, a message) must be kept for the next call, not lost.
+pub type Resolved = Box<dyn FnOnce(Python<'_>, bool) -> PyResult<Py<PyAny>> + Send>;
 
 type BoxFuture = Pin<Box<dyn Future<Output = Resolved> + Send>>;
 
@@ -276,7 +279,7 @@ impl Drain {
                 Job::Poll(p) => {
                     if let Some(r) = p.poll() {
                         let target = p.target.lock().unwrap_or_else(|e| e.into_inner()).take();
-                        deliver(py, target, r(py));
+                        deliver(py, target, r);
                     }
                 }
                 Job::Ping => {
@@ -289,9 +292,9 @@ impl Drain {
 }
 
 /// Resolves the app's asyncio future with `r` (unless it was cancelled meanwhile).
-fn deliver(py: Python<'_>, target: Option<Py<PyAny>>, r: PyResult<Py<PyAny>>) {
+fn deliver(py: Python<'_>, target: Option<Py<PyAny>>, r: Resolved) {
     let Some(t) = target else {
-        if let Err(e) = r {
+        if let Err(e) = r(py, false) {
             tracing::error!(
                 "ASGI bridge: {}",
                 crate::python::format_traceback(py, &e).trim_end()
@@ -300,10 +303,12 @@ fn deliver(py: Python<'_>, target: Option<Py<PyAny>>, r: PyResult<Py<PyAny>>) {
         return;
     };
     let t = t.bind(py);
-    if t.call_method0(pyo3::intern!(py, "done"))
+    let wanted = !t
+        .call_method0(pyo3::intern!(py, "done"))
         .and_then(|d| d.is_truthy())
-        .unwrap_or(true)
-    {
+        .unwrap_or(true);
+    let r = r(py, wanted);
+    if !wanted {
         return;
     }
     let set = match r {
@@ -360,6 +365,14 @@ pub fn await_rust(
     py: Python<'_>,
     fut: impl Future<Output = Resolved> + Send + 'static,
 ) -> PyResult<Py<PyAny>> {
+    Ok(await_rust_parked(py, fut)?.0)
+}
+
+/// [`await_rust`], with the parked future when it has to wait (for [`retarget`]).
+pub fn await_rust_parked(
+    py: Python<'_>,
+    fut: impl Future<Output = Resolved> + Send + 'static,
+) -> PyResult<(Py<PyAny>, Option<Arc<Parked>>)> {
     let handle = with_ctx(|c| c.handle.clone());
     let parked = Arc::new(Parked {
         fut: Mutex::new(Some(Box::pin(fut))),
@@ -368,15 +381,37 @@ pub fn await_rust(
         handle,
     });
     if let Some(r) = parked.poll() {
-        let v = r(py)?;
-        return ready(py, v);
+        let v = r(py, true)?;
+        return Ok((ready(py, v)?, None));
     }
     let target = with_ctx(|c| c.create_future.clone_ref(py))
         .bind(py)
         .call0()?
         .unbind();
     *parked.target.lock().unwrap_or_else(|e| e.into_inner()) = Some(target.clone_ref(py));
-    Ok(target)
+    Ok((target, Some(parked)))
+}
+
+/// A new asyncio future for a parked one whose awaiter gave up (its future was cancelled):
+/// the next `receive()` waits for the same result. None while the first awaiter still waits.
+pub fn retarget(py: Python<'_>, parked: &Arc<Parked>) -> PyResult<Option<Py<PyAny>>> {
+    let mut t = parked.target.lock().unwrap_or_else(|e| e.into_inner());
+    let gave_up = match t.as_ref() {
+        Some(f) => f
+            .bind(py)
+            .call_method0(pyo3::intern!(py, "done"))?
+            .is_truthy()?,
+        None => false,
+    };
+    if !gave_up {
+        return Ok(None);
+    }
+    let new = with_ctx(|c| c.create_future.clone_ref(py))
+        .bind(py)
+        .call0()?
+        .unbind();
+    *t = Some(new.clone_ref(py));
+    Ok(Some(new))
 }
 
 /// Runs `fut` to its end on the loop thread, with nobody awaiting it (an error is logged).
@@ -385,7 +420,7 @@ pub fn spawn_rust(fut: impl Future<Output = ()> + Send + 'static) {
     let parked = Arc::new(Parked {
         fut: Mutex::new(Some(Box::pin(async move {
             fut.await;
-            Box::new(|py: Python<'_>| Ok(py.None())) as Resolved
+            Box::new(|py: Python<'_>, _| Ok(py.None())) as Resolved
         }))),
         target: Mutex::new(None),
         queued: AtomicBool::new(false),

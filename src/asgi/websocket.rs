@@ -211,6 +211,10 @@ pub struct WsCycle {
     closed: Closed,
     /// The app sent `websocket.close`.
     app_closed: bool,
+    /// A message made for a `receive()` the app cancelled: the next one returns it.
+    unclaimed: Option<Py<PyAny>>,
+    /// The waiting `receive()`.
+    pending: Option<Arc<runloop::Parked>>,
     registry: Arc<Registry>,
 }
 
@@ -241,7 +245,16 @@ fn receive(py: Python<'_>, cycle: &Bound<'_, WsCycle>) -> PyResult<Py<PyAny>> {
         )),
         Phase::Closed => runloop::ready(py, disconnect(py, &c.closed)?),
         Phase::Open => {
+            if let Some(m) = c.unclaimed.take() {
+                return runloop::ready(py, m);
+            }
             if c.reading {
+                // The earlier receive() was cancelled while it waited: this one takes its place.
+                if let Some(p) = c.pending.clone()
+                    && let Some(f) = runloop::retarget(py, &p)?
+                {
+                    return Ok(f);
+                }
                 return Err(PyRuntimeError::new_err(
                     "receive() called while an earlier receive() is still waiting",
                 ));
@@ -252,11 +265,12 @@ fn receive(py: Python<'_>, cycle: &Bound<'_, WsCycle>) -> PyResult<Py<PyAny>> {
             c.reading = true;
             drop(c);
             let cyc = cycle.clone().unbind();
-            runloop::await_rust(py, async move {
+            let (a, parked) = runloop::await_rust_parked(py, async move {
                 let m = rx.recv().await;
-                Box::new(move |py: Python<'_>| {
+                Box::new(move |py: Python<'_>, wanted: bool| {
                     let mut c = cyc.bind(py).borrow_mut();
                     c.reading = false;
+                    c.pending = None;
                     let d = PyDict::new(py);
                     match m {
                         Some(In::Text(t)) => {
@@ -276,9 +290,17 @@ fn receive(py: Python<'_>, cycle: &Bound<'_, WsCycle>) -> PyResult<Py<PyAny>> {
                             return disconnect(py, &c.closed);
                         }
                     }
-                    Ok(d.into_any().unbind())
+                    let m = d.into_any().unbind();
+                    if !wanted {
+                        c.unclaimed = Some(m.clone_ref(py));
+                    }
+                    Ok(m)
                 }) as Resolved
-            })
+            })?;
+            if parked.is_some() {
+                cycle.borrow_mut().pending = parked;
+            }
+            Ok(a)
         }
     }
 }
@@ -296,7 +318,7 @@ fn push_out(py: Python<'_>, out: &mpsc::Sender<Out>, m: Out) -> PyResult<Py<PyAn
             let out = out.clone();
             runloop::await_rust(py, async move {
                 let sent = out.send(m).await.is_ok();
-                Box::new(move |py: Python<'_>| {
+                Box::new(move |py: Python<'_>, _| {
                     if sent {
                         Ok(py.None())
                     } else {
@@ -518,6 +540,8 @@ pub fn start(
                 reading: false,
                 closed: Arc::new(Mutex::new(None)),
                 app_closed: false,
+                unclaimed: None,
+                pending: None,
                 registry,
             },
         )?;

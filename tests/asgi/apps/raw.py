@@ -5,6 +5,7 @@ HTTP:
   /stream?n=N       N chunks of 1000 bytes, more_body=True each, then an empty last one
   /echo             the request body back, read with receive() chunk by chunk; the answer's
                     X-Chunks says how many http.request messages carried bytes
+  /echo-cancel      the body back, after a first receive() cancelled by a timeout
   /wait-disconnect  awaits receive() until http.disconnect, then records it in $MARK_DIR
   /raise-early      raises before http.response.start
   /raise-late       raises after http.response.start and a first body chunk
@@ -108,6 +109,21 @@ async def http(scope, receive, send):
             if not m.get("more_body"):
                 break
         await respond(send, 200, b"".join(body), [(b"x-chunks", str(chunks).encode())])
+    elif path == "/echo-cancel":
+        # A receive() cancelled while it waits (as a timeout, or anyio's is_disconnected(),
+        # does) must not lose the chunk it was waiting for.
+        try:
+            first = await asyncio.wait_for(receive(), 0.05)
+            cancelled = b"no"
+        except asyncio.TimeoutError:
+            first, cancelled = None, b"yes"
+        body = [first["body"]] if first else []
+        more = first.get("more_body", False) if first else True
+        while more:
+            m = await receive()
+            body.append(m.get("body", b""))
+            more = m.get("more_body", False)
+        await respond(send, 200, b"".join(body), [(b"x-cancelled", cancelled)])
     elif path == "/wait-disconnect":
         while True:
             m = await receive()
