@@ -271,29 +271,51 @@ pub fn response_head(d: &Bound<'_, PyDict>) -> PyResult<ResponseHead> {
     }
     let mut head = ResponseHead::new(status, None);
     if let Some(hs) = d.get_item(intern!(py, "headers"))? {
-        for item in hs.try_iter()? {
-            let item = item?;
-            let mut pair = item.try_iter()?;
-            let (Some(n), Some(v), None) = (pair.next(), pair.next(), pair.next()) else {
-                return Err(PyValueError::new_err(
-                    "each response header must be a [name, value] pair",
-                ));
-            };
-            let (n, v) = (n?, v?);
-            let name = header_bytes(&n)?;
-            let value = header_bytes(&v)?;
-            head.push(&name, &value).map_err(|e| {
-                let name = String::from_utf8_lossy(&name).into_owned();
-                match e {
-                    HeaderError::InvalidName => {
-                        PyValueError::new_err(format!("invalid response header name {name:?}"))
+        // The usual shape, a list of (bytes, bytes) tuples, read without copies.
+        if let Ok(list) = hs.cast::<pyo3::types::PyList>() {
+            for item in list.iter() {
+                if let Ok(t) = item.cast::<pyo3::types::PyTuple>()
+                    && t.len() == 2
+                {
+                    let (n, v) = (t.get_item(0)?, t.get_item(1)?);
+                    if let (Ok(n), Ok(v)) = (n.cast::<PyBytes>(), v.cast::<PyBytes>()) {
+                        push_header(&mut head, n.as_bytes(), v.as_bytes())?;
+                        continue;
                     }
-                    e => PyValueError::new_err(format!("response header {name:?}: {e}")),
                 }
-            })?;
+                header_pair(&mut head, &item)?;
+            }
+        } else {
+            for item in hs.try_iter()? {
+                header_pair(&mut head, &item?)?;
+            }
         }
     }
     Ok(head)
+}
+
+fn push_header(head: &mut ResponseHead, n: &[u8], v: &[u8]) -> PyResult<()> {
+    head.push(n, v).map_err(|e| {
+        let name = String::from_utf8_lossy(n).into_owned();
+        match e {
+            HeaderError::InvalidName => {
+                PyValueError::new_err(format!("invalid response header name {name:?}"))
+            }
+            e => PyValueError::new_err(format!("response header {name:?}: {e}")),
+        }
+    })
+}
+
+/// A header given as any two-item iterable of bytes-like values.
+fn header_pair(head: &mut ResponseHead, item: &Bound<'_, PyAny>) -> PyResult<()> {
+    let mut pair = item.try_iter()?;
+    let (Some(n), Some(v), None) = (pair.next(), pair.next(), pair.next()) else {
+        return Err(PyValueError::new_err(
+            "each response header must be a [name, value] pair",
+        ));
+    };
+    let (n, v) = (n?, v?);
+    push_header(head, &header_bytes(&n)?, &header_bytes(&v)?)
 }
 
 fn header_bytes(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {

@@ -35,6 +35,8 @@ pub struct Template {
     asgi: Py<PyDict>,
     root_path: String,
     names: RefCell<FxHashMap<Box<[u8]>, Py<PyBytes>>>,
+    /// `server` per listener (a worker has a few): made once.
+    servers: RefCell<Vec<(LocalAddr, Py<PyTuple>)>>,
 }
 
 const KEYS: [&str; 13] = [
@@ -81,6 +83,7 @@ impl Template {
             asgi: asgi.unbind(),
             root_path: o.root_path,
             names: RefCell::new(FxHashMap::default()),
+            servers: RefCell::new(Vec::new()),
         })
     }
 
@@ -206,18 +209,28 @@ impl Template {
             }
             None => d.set_item(intern!(py, "client"), py.None())?,
         }
-        match req.conn.local.as_ref() {
-            LocalAddr::Tcp(a) => {
-                d.set_item(intern!(py, "server"), (a.ip().to_string(), a.port()))?
-            }
-            LocalAddr::Unix(p) => {
-                d.set_item(intern!(py, "server"), (p.display().to_string(), py.None()))?
-            }
-        }
+        d.set_item(intern!(py, "server"), self.server(py, &req.conn.local)?)?;
         if let Some(s) = state {
             d.set_item(intern!(py, "state"), s.bind(py).copy()?)?;
         }
         Ok(())
+    }
+}
+
+impl Template {
+    fn server<'py>(&self, py: Python<'py>, local: &LocalAddr) -> PyResult<Bound<'py, PyTuple>> {
+        let mut servers = self.servers.borrow_mut();
+        if let Some((_, t)) = servers.iter().find(|(l, _)| l == local) {
+            return Ok(t.bind(py).clone());
+        }
+        let t = match local {
+            LocalAddr::Tcp(a) => (a.ip().to_string(), a.port()).into_pyobject(py)?,
+            LocalAddr::Unix(p) => (p.display().to_string(), py.None()).into_pyobject(py)?,
+        };
+        if servers.len() < 64 {
+            servers.push((local.clone(), t.clone().unbind()));
+        }
+        Ok(t)
     }
 }
 
