@@ -10,6 +10,7 @@
 #   APP_DIR=bench/apps FERRICORN_ARGS="--virtualenv $PWD/bench/.venv" bench/callgrind.sh ahello:app /
 #                                        an app elsewhere, more flags (here: ASGI hello on uvloop;
 #                                        both threads of the worker are counted)
+#   FERRICORN_ARGS='--metrics-bind 127.0.0.1:0' bench/callgrind.sh ...   more server flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APP=${1:-hello:app}; P=${2:-/}

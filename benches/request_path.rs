@@ -86,6 +86,7 @@ fn request(raw: &Bytes, body: Body, conn: &Arc<ConnInfo>) -> Request {
         body,
         conn: conn.clone(),
         scheme: "http",
+        trusted: true,
     }
 }
 

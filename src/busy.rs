@@ -19,10 +19,15 @@ impl Busy {
         }
     }
 
-    /// Marks `slot` busy until the guard is dropped.
+    /// Marks `slot` busy until the guard is dropped (and counts the thread busy in the
+    /// metrics meanwhile).
     pub fn enter(&self, slot: usize) -> BusyGuard<'_> {
         self.slots[slot].store(monotonic_ns(), Ordering::Relaxed);
-        BusyGuard { busy: self, slot }
+        BusyGuard {
+            busy: self,
+            slot,
+            _gauge: crate::metrics::Gauge::hold(crate::metrics::Held::PythonBusy),
+        }
     }
 
     /// Marks `slot` busy since `since_ns` (monotonic) unless it is busy already: for a thread
@@ -52,6 +57,7 @@ impl Busy {
 pub struct BusyGuard<'a> {
     busy: &'a Busy,
     slot: usize,
+    _gauge: crate::metrics::Gauge,
 }
 
 impl Drop for BusyGuard<'_> {

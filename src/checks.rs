@@ -10,6 +10,7 @@ use crate::config::{Checks, Config, Layer};
 pub const HOST: Checks = Checks {
     layer: host_layer,
     config: host_config,
+    python: Some(crate::python::conffile::read),
 };
 
 /// For deployment files of another machine (`ferricorn systemd generate`): what can be
@@ -17,6 +18,7 @@ pub const HOST: Checks = Checks {
 pub const TARGET: Checks = Checks {
     layer: values,
     config: |_| Ok(()),
+    python: None,
 };
 
 /// The spelling checks: `APP_MODULE` and the access log format.

@@ -16,7 +16,8 @@ use crate::notify::{NOTIFY_ENV, NotifyEnv};
     name = "ferricorn",
     version = long_version(),
     about = "A systemd-native application server for Python WSGI apps.",
-    after_help = "Config file: TOML with the settings' names as keys (workers = 3, \
+    after_help = "Config file: gunicorn.conf.py (Python, as Gunicorn reads it: settings and \
+                  server hooks), or TOML with the settings' names as keys (workers = 3, \
                   bind = [\"unix:/run/app/socket\"]). Precedence: defaults < environment \
                   (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS, PORT, VIRTUAL_ENV) < config file < \
                   GUNICORN_CMD_ARGS < flags. Gunicorn's other settings are accepted too; the \
@@ -78,6 +79,16 @@ pub fn run(argv: Vec<String>) -> i32 {
             return EXIT_USAGE;
         }
     };
+    crate::python::set_argv(&argv);
+    let one_shot = cli_flag(sources.cli.print_config) || cli_flag(sources.cli.check_config);
+    if matches!(sources.config_file, Some(config::ConfigFile::Python(_))) && !one_shot {
+        // A Python config file may start threads: they must inherit the master's blocked
+        // signals (read from its signalfd), or a signal would be delivered to them instead.
+        if let Err(e) = crate::master::block_signals() {
+            eprintln!("ferricorn: error: {e}");
+            return EXIT_FAILURE;
+        }
+    }
     let cfg = match sources.load() {
         Ok(c) => c,
         Err(e) => {
@@ -171,6 +182,10 @@ pub fn run(argv: Vec<String>) -> i32 {
         env_applied,
     };
     crate::master::run(cfg, startup)
+}
+
+fn cli_flag(v: Option<bool>) -> bool {
+    v == Some(true)
 }
 
 /// `--check-config`: the config is valid (already checked) and the app imports.

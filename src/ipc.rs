@@ -25,6 +25,8 @@ pub enum Msg {
     Retiring { requests: u64 },
     /// The app could not be loaded: a one-line reason (the traceback is in the error log).
     BootFailed(String),
+    /// `--reload`: a source file of the app changed (its path).
+    SourceChanged(String),
 }
 
 const HEADER: usize = 7;
@@ -48,6 +50,11 @@ impl Msg {
                 let mut b = reason.as_bytes().to_vec();
                 b.truncate(MAX_PAYLOAD);
                 (4, b)
+            }
+            Msg::SourceChanged(path) => {
+                let mut b = path.as_bytes().to_vec();
+                b.truncate(MAX_PAYLOAD);
+                (5, b)
             }
         };
         let mut out = Vec::with_capacity(HEADER + payload.len());
@@ -73,6 +80,7 @@ impl Msg {
                 requests: u64_at(0)?,
             },
             4 => Msg::BootFailed(String::from_utf8_lossy(p).into_owned()),
+            5 => Msg::SourceChanged(String::from_utf8_lossy(p).into_owned()),
             _ => return None,
         })
     }
@@ -194,6 +202,7 @@ mod tests {
             },
             Msg::Retiring { requests: 9 },
             Msg::BootFailed("ModuleNotFoundError: No module named 'x'".into()),
+            Msg::SourceChanged("/srv/app/views.py".into()),
         ];
         for m in &msgs {
             tx.send(m);

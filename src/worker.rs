@@ -25,6 +25,7 @@ use crate::ipc::{self, Msg};
 use crate::logging::access::AccessLog;
 use crate::privileges::Identity;
 use crate::proxy::Peer;
+use crate::proxy::{ForwarderHeaders, SchemeHeaders};
 use crate::sockets::{Listener, LocalAddr};
 use crate::wsgi::pool::Pool;
 use crate::wsgi::{WsgiApp, WsgiDispatch};
@@ -60,6 +61,8 @@ pub fn run(s: Spawn<'_>) -> i32 {
         Some(&nix::sys::signal::SigSet::empty()),
         None,
     );
+    // Its own statsd socket first: the master's, which the next lines close, is let go.
+    open_statsd(s.cfg);
     for fd in &s.close_fds {
         let _ = nix::unistd::close(*fd);
     }
@@ -80,6 +83,15 @@ pub fn run(s: Spawn<'_>) -> i32 {
         }
     }
     crate::proctitle::set(&format!("ferricorn: worker [{}]", s.cfg.proc_name()));
+    // Gunicorn's post_fork: in the new worker, before it switches user or loads the app. An
+    // exception fails the boot.
+    if !s.cfg.hooks.is_empty() {
+        let hooked = crate::python::sync_environ().and_then(|()| crate::hooks::post_fork(s.cfg));
+        if let Err(e) = hooked {
+            tracing::error!("Worker (pid:{}) failed to boot: {e}", std::process::id());
+            return EXIT_BOOT_ERROR;
+        }
+    }
     if let Some(id) = s.identity
         && let Err(e) = crate::privileges::drop_to(id)
     {
@@ -154,7 +166,14 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
         return EXIT_BOOT_ERROR;
     }
     install_faulthandler();
-    let app = match crate::python::load_app(cfg.app_spec()) {
+    crate::hooks::install_abort(cfg);
+    let import_start = std::time::Instant::now();
+    let loaded = match crate::python::preloaded_app() {
+        Some(app) => Ok(app),
+        None => crate::python::load_app(cfg.app_spec())
+            .inspect(|_| crate::metrics::app_imported(import_start.elapsed())),
+    };
+    let app = match loaded {
         Ok(a) => a,
         Err(e) => {
             if e.traceback.is_empty() {
@@ -174,6 +193,19 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
             return EXIT_APP_LOAD;
         }
     };
+    if let Err(e) = crate::hooks::post_worker_init(cfg, &app) {
+        tracing::error!("Worker (pid:{}) failed to boot: {e}", std::process::id());
+        return EXIT_BOOT_ERROR;
+    }
+    if cfg.reload {
+        let fd = s.ipc.raw_fd();
+        let started = crate::reloader::start(cfg, move |path| {
+            ipc::Sender::send_on(fd, &Msg::SourceChanged(path.display().to_string()));
+        });
+        if let Err(e) = started {
+            tracing::warn!("{e}");
+        }
+    }
     let access = crate::logging::access_out().map(|out| {
         AccessLog::new(
             crate::logging::access::AccessFormat::parse(&cfg.access_log_format)
@@ -195,7 +227,15 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     let threads = cfg.threads as usize;
     let wsgi =
         match Python::attach(|py| WsgiApp::new(py, app, threads > 1, cfg.workers > 1, log_keys)) {
-            Ok(w) => Arc::new(w),
+            Ok(mut w) => {
+                if crate::hooks::defined(cfg, "pre_request")
+                    || crate::hooks::defined(cfg, "post_request")
+                {
+                    w.request_hooks = Some(Arc::new(cfg.clone()));
+                }
+                w.set_forwarder_headers(ForwarderHeaders::new(&cfg.forwarder_headers));
+                Arc::new(w)
+            }
             Err(e) => {
                 let msg = format!("cannot prepare the WSGI environment: {e}");
                 tracing::error!("{msg}");
@@ -216,6 +256,7 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     let mut shared = Shared::new(dispatch, limits(cfg), cfg.forwarded());
     shared.access = access;
     shared.max_requests = max_requests;
+    configure(&mut shared, cfg);
     run_service(s, Arc::new(shared), busy, None)
 }
 
@@ -245,7 +286,24 @@ fn serve_asgi(s: &Spawn<'_>, app: Py<PyAny>, access: Option<AccessLog>, max_requ
     let mut shared = Shared::new(engine.dispatch(), limits(cfg), cfg.forwarded());
     shared.access = access;
     shared.max_requests = max_requests;
+    configure(&mut shared, cfg);
     run_service(s, Arc::new(shared), busy, Some(engine))
+}
+
+/// What the connection layer does besides dispatching, the same for WSGI and ASGI: the health
+/// path, the PROXY protocol, the proxy headers, the per-request observers (statsd).
+fn configure<D>(s: &mut Shared<D>, cfg: &Config) {
+    s.health_path = cfg.health_path.as_ref().map(|p| p.as_bytes().into());
+    s.proxy_protocol = proxy_protocol(cfg);
+    s.scheme_headers = SchemeHeaders::new(
+        cfg.secure_scheme_headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    s.forwarder = ForwarderHeaders::new(&cfg.forwarder_headers);
+    if let Some(statsd) = crate::statsd::installed() {
+        s.observers.push(statsd);
+    }
 }
 
 fn run_service<D: Dispatch>(
@@ -265,8 +323,32 @@ fn run_service<D: Dispatch>(
         }
     };
     let code = rt.block_on(serve(s.cfg, s.listeners, s.ipc, service, busy, asgi));
+    crate::hooks::worker_exit(s.cfg);
     finalize_python();
     code
+}
+
+/// This worker's own statsd socket (`--statsd-host`), also counting its log lines; the one
+/// inherited from the master is let go.
+fn open_statsd(cfg: &Config) {
+    let s = cfg.statsd_host.as_deref().and_then(|host| {
+        crate::statsd::Statsd::open(host, &cfg.statsd_prefix, &cfg.dogstatsd_tags)
+            .map_err(|e| tracing::debug!("no statsd metrics from this worker: {e}"))
+            .ok()
+            .map(Arc::new)
+    });
+    crate::statsd::install(s);
+}
+
+/// `--proxy-protocol` and `--proxy-allow-from` for the connection layer.
+fn proxy_protocol(cfg: &Config) -> crate::http::proxy_protocol::Accept {
+    use crate::config::ProxyProtocol as P;
+    crate::http::proxy_protocol::Accept {
+        v1: matches!(cfg.proxy_protocol, P::V1 | P::Auto),
+        v2: matches!(cfg.proxy_protocol, P::V2 | P::Auto),
+        allow: crate::proxy::ForwardedAllowIps::parse(&cfg.proxy_allow_ips)
+            .expect("validated at load"),
+    }
 }
 
 /// The request limits of this config (`--limit-request-*`, the timeouts).
@@ -434,7 +516,7 @@ async fn serve<D: Dispatch>(
         }
     };
     if let Stop::Fast = stop {
-        exit(0);
+        fast_exit(cfg);
     }
     // Stop accepting; the master (or a new worker) keeps the listeners. Requests still arriving
     // on open connections are served, with `Connection: close`; idle keep-alive connections
@@ -446,10 +528,18 @@ async fn serve<D: Dispatch>(
         a.abort();
         let _ = a.await;
     }
+    // This process's own references to the listening sockets (inherited from the master) go
+    // too: while any process holds one, the kernel keeps completing connections into its
+    // backlog that no one will accept, and they are reset only when the last worker exits.
+    // (Never used again here, and never closed twice: a worker leaves through `_exit`.)
+    for l in listeners {
+        // SAFETY: closing a descriptor this process inherited and no longer uses.
+        unsafe { libc::close(l.raw_fd()) };
+    }
     tokio::select! {
         _ = conns.drained() => {}
-        _ = quit.recv() => exit(0),
-        _ = int.recv() => exit(0),
+        _ = quit.recv() => fast_exit(cfg),
+        _ = int.recv() => fast_exit(cfg),
     }
     if let Some(a) = &asgi {
         // Open WebSockets get --graceful-timeout (less half a second, so that their close
@@ -458,13 +548,20 @@ async fn serve<D: Dispatch>(
         let deadline = drain_start + graceful.saturating_sub(Duration::from_millis(500));
         tokio::select! {
             _ = a.drain(deadline, graceful.max(Duration::from_secs(1))) => {}
-            _ = quit.recv() => exit(0),
-            _ = int.recv() => exit(0),
+            _ = quit.recv() => fast_exit(cfg),
+            _ = int.recv() => fast_exit(cfg),
         }
     }
     beat.abort();
     tracing::info!("Worker exiting (pid: {})", std::process::id());
     0
+}
+
+/// INT or QUIT: Gunicorn's `worker_int` and `worker_exit` hooks, then out at once.
+fn fast_exit(cfg: &Config) -> ! {
+    crate::hooks::worker_int(cfg);
+    crate::hooks::worker_exit(cfg);
+    exit(0)
 }
 
 /// How often a worker reports: often enough for `--timeout` to be precise, at most 1/s.

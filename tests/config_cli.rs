@@ -14,18 +14,7 @@ const EXIT_LIMIT: Duration = Duration::from_secs(30);
 
 /// `ferricorn ARGS` in `cwd`, with no setting from the test's environment.
 fn builder(cwd: &Path, args: &[&str]) -> ServerBuilder {
-    let mut b = ferricorn().args(args.iter().copied()).cwd(cwd);
-    for k in [
-        "WEB_CONCURRENCY",
-        "PORT",
-        "FORWARDED_ALLOW_IPS",
-        "VIRTUAL_ENV",
-        "SENDFILE",
-        "GUNICORN_CMD_ARGS",
-    ] {
-        b = b.env_remove(k);
-    }
-    b
+    ferricorn().args(args.iter().copied()).cwd(cwd)
 }
 
 fn show(out: &Output) -> String {
@@ -274,38 +263,6 @@ fn worker_class_gthread_and_sync_are_our_workers() {
     // Gunicorn switches `sync` with --threads above 1 to threads; so do ours.
     let e = environ_of(&["--worker-class", "sync", "--threads", "2"]);
     assert_eq!(e["wsgi.multithread"], true, "{e}");
-}
-
-#[test]
-fn python_config_files_are_refused_until_ferricorn_reads_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let cwd = dir.path();
-    std::fs::write(cwd.join("gunicorn.conf.py"), "workers = 2\n").unwrap();
-    for c in ["gunicorn.conf.py", "python:myproject.gunicorn_conf"] {
-        let e = refused(cwd, None, &["-c", c, "hello:app"]);
-        assert!(
-            e.contains(&format!(
-                "-c {c}: Python config files are not read by ferricorn yet"
-            )),
-            "{e}"
-        );
-    }
-    // Found in the working directory, as Gunicorn would read it.
-    let e = refused(cwd, None, &["hello:app"]);
-    assert!(
-        e.contains("gunicorn.conf.py: Python config files are not read"),
-        "{e}"
-    );
-    // Beside a ferricorn.toml: both are named.
-    std::fs::write(cwd.join("ferricorn.toml"), "workers = 2\n").unwrap();
-    let e = refused(cwd, None, &["hello:app"]);
-    assert!(
-        e.contains("ferricorn.toml") && e.contains("gunicorn.conf.py"),
-        "{e}"
-    );
-    // Naming the TOML file settles it; `file:` is Gunicorn's spelling of a path.
-    let out = printed(cwd, None, &[], &["-c", "file:ferricorn.toml", "hello:app"]);
-    assert_eq!(value_of(&out, "workers"), "2", "{out}");
 }
 
 #[test]

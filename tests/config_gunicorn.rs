@@ -154,7 +154,10 @@ fn sample(name: &str, spec: &Spec) -> (Option<String>, toml::Value) {
         "secure_scheme_headers" => {
             let mut t = toml::Table::new();
             t.insert("X-FORWARDED-PROTO".into(), "https".into());
-            return (None, toml::Value::Table(t));
+            return (
+                Some("X-FORWARDED-PROTO=https".into()),
+                toml::Value::Table(t),
+            );
         }
         "logconfig_dict" => {
             let mut t = toml::Table::new();
@@ -196,17 +199,7 @@ fn expect(name: &str, spec: &Spec, on_cli: bool) -> Expect {
 }
 
 fn print_config(cwd: &Path, args: &[String]) -> Output {
-    let mut b = ferricorn().cwd(cwd).arg("--print-config");
-    for k in [
-        "WEB_CONCURRENCY",
-        "PORT",
-        "FORWARDED_ALLOW_IPS",
-        "VIRTUAL_ENV",
-        "SENDFILE",
-        "GUNICORN_CMD_ARGS",
-    ] {
-        b = b.env_remove(k);
-    }
+    let b = ferricorn().cwd(cwd).arg("--print-config");
     b.args(args.iter().cloned()).run_to_exit(EXIT_LIMIT)
 }
 
@@ -338,10 +331,103 @@ fn every_gunicorn_setting_in_a_config_file() {
         );
         assert_eq!(out.code, Some(2), "{text}\n{}", out.stderr);
         let want = format!(
-            "gunicorn-names.toml:1: key `{}`: `{}` is a server hook, which ",
+            "gunicorn-names.toml:1: key `{}`: `{}` is a server hook",
             h.name, h.signature
         );
         assert!(out.stderr.contains(&want), "{want}\n{}", out.stderr);
         assert!(out.stderr.contains(h.status.reason()), "{}", out.stderr);
+        if h.status == Status::Works {
+            assert!(
+                out.stderr
+                    .contains("define it as a function in a Python config file"),
+                "{}",
+                out.stderr
+            );
+        }
+    }
+}
+
+/// A TOML value as a Python literal.
+fn python_literal(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => serde_json::to_string(s).unwrap(),
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => if *b { "True" } else { "False" }.to_string(),
+        toml::Value::Array(a) => {
+            format!(
+                "[{}]",
+                a.iter().map(python_literal).collect::<Vec<_>>().join(", ")
+            )
+        }
+        toml::Value::Table(t) => format!(
+            "{{{}}}",
+            t.iter()
+                .map(|(k, v)| format!(
+                    "{}: {}",
+                    serde_json::to_string(k).unwrap(),
+                    python_literal(v)
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => panic!("no Python literal for {other:?}"),
+    }
+}
+
+/// The same list, in a Python config file (Gunicorn's `gunicorn.conf.py`), under Gunicorn's
+/// names; and every server hook defined there as a function.
+#[test]
+fn every_gunicorn_setting_and_hook_in_a_python_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sample.toml"), "").unwrap();
+    let file = dir.path().join("gunicorn.conf.py");
+    let run = || {
+        print_config(
+            dir.path(),
+            &["-c".into(), file.display().to_string(), "hello:app".into()],
+        )
+    };
+    for (name, spec) in gunicorn_settings() {
+        let (_, value) = sample(name, spec);
+        let text = format!("import os\n{name} = {}\n", python_literal(&value));
+        std::fs::write(&file, &text).unwrap();
+        let out = run();
+        check(
+            &out,
+            name,
+            spec,
+            expect(name, spec, false),
+            &format!("-c with\n{text}"),
+        );
+        if expect(name, spec, false) == Expect::Refused {
+            assert!(
+                out.stderr
+                    .contains(&format!("gunicorn.conf.py:2: setting `{name}`")),
+                "the file, line and setting are named\n{}",
+                out.stderr
+            );
+        }
+    }
+    for h in HOOKS {
+        let args: Vec<String> = h.signature[h.name.len() + 1..h.signature.len() - 1]
+            .split(',')
+            .map(|a| a.trim().to_string())
+            .collect();
+        let text = format!("\n\ndef {}({}):\n    pass\n", h.name, args.join(", "));
+        std::fs::write(&file, &text).unwrap();
+        let out = run();
+        match h.status {
+            Status::Works => assert_eq!(out.code, Some(0), "{text}\n{}", out.stderr),
+            _ => {
+                assert_eq!(out.code, Some(2), "{text}\n{}", out.stderr);
+                let want = format!(
+                    "gunicorn.conf.py:3: `{}`: the server hook `{}`",
+                    h.name, h.signature
+                );
+                assert!(out.stderr.contains(&want), "{want}\n{}", out.stderr);
+                assert!(out.stderr.contains(h.status.reason()), "{}", out.stderr);
+            }
+        }
     }
 }

@@ -2,7 +2,11 @@
 //! server: the client is exercised against an in-process listener, and the
 //! process-management side of `common::server` against `/bin/sh` scripts.
 
+#[path = "common/client_selftest.rs"]
+mod client_selftest;
 mod common;
+#[path = "common/server_selftest.rs"]
+mod server_selftest;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -796,11 +796,8 @@ fn status_ids(pid: i64, field: &str) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(ferricorn_tests_as_root), ignore = "needs root (to switch group)")]
 fn workers_switch_group_while_the_master_keeps_root() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: needs root to switch groups");
-        return;
-    }
     let b = ferricorn();
     let sock = b.tmp_path().join("s.sock");
     let s = b
@@ -835,11 +832,8 @@ fn world_traversable(path: &Path) -> bool {
 }
 
 #[test]
+#[cfg_attr(not(ferricorn_tests_as_root), ignore = "needs root (to switch user)")]
 fn workers_run_as_the_user() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: needs root to switch users");
-        return;
-    }
     let libdir = Path::new(env!("FERRICORN_PYTHON_LIBDIR"));
     if !world_traversable(&libdir.join("python3")) {
         // The user 'nobody' could not even read Python's standard library (e.g. pyenv under

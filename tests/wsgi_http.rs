@@ -25,14 +25,6 @@ const IO: Duration = Duration::from_secs(10);
 /// How long to wait for a log line that should appear.
 const LOG_WAIT: Duration = Duration::from_secs(10);
 
-/// Environment variables that would change the server's defaults.
-const ENV_KNOBS: [&str; 4] = [
-    "WEB_CONCURRENCY",
-    "PORT",
-    "FORWARDED_ALLOW_IPS",
-    "VIRTUAL_ENV",
-];
-
 const HELLO: &[u8] = b"Hello, World!";
 
 // ---------------------------------------------------------------------------
@@ -43,10 +35,7 @@ const HELLO: &[u8] = b"Hello, World!";
 /// a hermetic environment. `{tmp}` in an argument is replaced by the server's
 /// temp dir. Without a `-b` in `extra` it binds `127.0.0.1:0`.
 fn spawn(app: &str, extra: &[&str]) -> Server {
-    let mut b = ferricorn().cwd(examples_dir());
-    for k in ENV_KNOBS {
-        b = b.env_remove(k);
-    }
+    let b = ferricorn().cwd(examples_dir());
     let tmp = b.tmp_path().display().to_string();
     let mut args: Vec<String> = vec!["--chdir".into(), examples_dir().display().to_string()];
     if !extra.iter().any(|a| *a == "-b" || *a == "--bind") {

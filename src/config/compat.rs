@@ -186,26 +186,9 @@ pub fn port_bind(v: &str) -> Result<Vec<BindAddr>, String> {
     }])
 }
 
-/// `--statsd-host`: `HOST:PORT`, `HOST` (port 8125) or `unix://PATH`.
+/// `--statsd-host`: `HOST:PORT`, `HOST` (port 8125) or `unix://PATH` (`crate::statsd`).
 pub fn statsd_address(v: &str) -> Result<(), String> {
-    let v = v.trim();
-    if let Some(path) = v.strip_prefix("unix://") {
-        return if path.is_empty() {
-            Err("unix:// names no socket path".into())
-        } else {
-            Ok(())
-        };
-    }
-    let port_ok = |p: &str| p.parse::<u16>().is_ok();
-    let ok = match v.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && port_ok(port),
-        None => !v.is_empty(),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("'{v}': expected HOST:PORT or unix://PATH"))
-    }
+    crate::statsd::Target::parse(v).map(|_| ())
 }
 
 #[cfg(test)]

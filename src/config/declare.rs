@@ -81,6 +81,8 @@ macro_rules! settings {
             /// What the start-up checks found worth one info line each (settings accepted
             /// with no effect here).
             pub notices: Vec<String>,
+            /// The server hooks a Python config file defined.
+            pub hooks: HookSet,
         }
 
         impl Layer {
@@ -129,6 +131,20 @@ macro_rules! settings {
                 Err(format!("no setting {}", spec.name))
             }
 
+            /// Sets `spec`'s setting from text, parsed as its flag's value is (a Python config
+            /// file's `workers = "4"`).
+            pub(crate) fn set_text(&mut self, spec: &Spec, text: &str) -> Result<(), String> {
+                $(if spec.name == stringify!($field) {
+                    self.$field = Some(env_value::<$lty>(
+                        text,
+                        SETTINGS[Idx::$field as usize].shape == Shape::Comma,
+                        given_or!(<$lty as Value>::parse_item; $($parse)?),
+                    )?);
+                    return Ok(());
+                })*
+                Err(format!("no setting {}", spec.name))
+            }
+
             /// The setting called `name` as a config-file value, if set.
             pub fn get_toml(&self, name: &str) -> Option<toml::Value> {
                 $(if name == stringify!($field) {
@@ -172,6 +188,7 @@ macro_rules! settings {
                     source_file: None,
                     bind_explicit: false,
                     notices: Vec::new(),
+                    hooks: HookSet::default(),
                 }
             }
 

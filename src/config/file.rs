@@ -6,25 +6,56 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use super::pyfile::HookSet;
 use super::spec::{Spec, Status};
 use super::{Config, HOOKS, Layer, SETTINGS};
 
-/// A config file, read.
+/// A config file, read: a TOML file, or a Python file run (see `pyfile.rs`).
 #[derive(Debug, Clone)]
 pub struct FileLayer {
     pub path: PathBuf,
     pub layer: Layer,
     /// The line where each setting is assigned, by setting name.
-    lines: Vec<(&'static str, usize)>,
+    lines: Vec<(&'static str, Option<usize>)>,
+    /// A Python config file (its names are Gunicorn's settings).
+    python: bool,
+    /// The server hooks a Python config file defined.
+    pub hooks: HookSet,
+    /// What loading it found worth one info line each.
+    pub notices: Vec<String>,
 }
 
 impl FileLayer {
-    /// `file:line: key `k`` for the setting called `name` (or `file: key `k`` if unknown).
+    /// A Python config file's settings.
+    pub(crate) fn python(
+        path: PathBuf,
+        layer: Layer,
+        lines: Vec<(&'static str, Option<usize>)>,
+        hooks: HookSet,
+        notices: Vec<String>,
+    ) -> FileLayer {
+        FileLayer {
+            path,
+            layer,
+            lines,
+            python: true,
+            hooks,
+            notices,
+        }
+    }
+
+    /// `file:line: key `k`` for the setting called `name` (or `file: key `k`` if unknown);
+    /// in a Python file, `file:line: setting `gunicorn_name``.
     pub fn locate(&self, spec: &Spec) -> String {
         let file = self.path.display();
+        let what = if self.python {
+            format!("setting `{}`", spec.gunicorn_name().unwrap_or(spec.name))
+        } else {
+            format!("key `{}`", spec.key())
+        };
         match self.lines.iter().find(|(n, _)| *n == spec.name) {
-            Some((_, line)) => format!("{file}:{line}: key `{}`", spec.key()),
-            None => format!("{file}: key `{}`", spec.key()),
+            Some((_, Some(line))) => format!("{file}:{line}: {what}"),
+            _ => format!("{file}: {what}"),
         }
     }
 }
@@ -59,6 +90,9 @@ pub fn parse(path: &Path, text: &str) -> Result<FileLayer, String> {
         path: path.to_path_buf(),
         layer: Layer::default(),
         lines: Vec::new(),
+        python: false,
+        hooks: HookSet::default(),
+        notices: Vec::new(),
     };
     for (key, value) in entries {
         let line = line_at(text, key.span().start);
@@ -67,7 +101,7 @@ pub fn parse(path: &Path, text: &str) -> Result<FileLayer, String> {
         let Some(spec) = SETTINGS.iter().find(|s| s.has_key(&key)) else {
             return Err(format!("{at}: {}", unknown(&key)));
         };
-        if let Some((_, first)) = out.lines.iter().find(|(n, _)| *n == spec.name) {
+        if let Some((_, Some(first))) = out.lines.iter().find(|(n, _)| *n == spec.name) {
             return Err(format!(
                 "{at}: `{}` is already set on line {first}",
                 spec.key()
@@ -76,7 +110,7 @@ pub fn parse(path: &Path, text: &str) -> Result<FileLayer, String> {
         out.layer
             .set_toml(spec, value.into_inner())
             .map_err(|e| format!("{at}: {e}"))?;
-        out.lines.push((spec.name, line));
+        out.lines.push((spec.name, Some(line)));
     }
     out.layer
         .check_values()
@@ -89,15 +123,22 @@ pub fn parse(path: &Path, text: &str) -> Result<FileLayer, String> {
 fn unknown(key: &str) -> String {
     let k = key.replace('-', "_");
     if let Some(h) = HOOKS.iter().find(|h| h.name == k) {
-        let what = match h.status {
-            Status::Refused(_) => "is not supported by ferricorn",
-            _ => "is not implemented in ferricorn yet",
+        return match h.status {
+            Status::Works => format!(
+                "`{}` is a server hook: define it as a function in a Python config file \
+                 (gunicorn.conf.py, `-c python:MODULE`), not in TOML",
+                h.signature
+            ),
+            Status::Refused(why) => format!(
+                "`{}` is a server hook, which is not supported by ferricorn: {why}",
+                h.signature
+            ),
+            other => format!(
+                "`{}` is a server hook, which is not implemented in ferricorn yet: {}",
+                h.signature,
+                other.reason()
+            ),
         };
-        return format!(
-            "`{}` is a server hook, which {what}: {}",
-            h.signature,
-            h.status.reason()
-        );
     }
     let names = SETTINGS
         .iter()

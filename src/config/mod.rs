@@ -1,8 +1,10 @@
 //! Configuration: one table of settings, five layers.
 //!
 //! `defaults < environment (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS, PORT, VIRTUAL_ENV,
-//! SENDFILE) < config file (-c FILE, else ./ferricorn.toml) < GUNICORN_CMD_ARGS < command
-//! line`. Every layer is a [`Layer`] (all fields optional); [`Config`] is the resolved,
+//! SENDFILE) < config file (-c FILE, else ./ferricorn.toml or ./gunicorn.conf.py) <
+//! GUNICORN_CMD_ARGS < command line`. The config file is TOML (`file.rs`) or Python
+//! (`pyfile.rs`: run by the server's interpreter, its names are Gunicorn's settings and
+//! server hooks). Every layer is a [`Layer`] (all fields optional); [`Config`] is the resolved,
 //! validated result; [`Sources`] loads one (again on HUP).
 //!
 //! Every setting — ferricorn's own and every one Gunicorn has — is declared once, in
@@ -41,6 +43,7 @@ mod args;
 mod compat;
 pub mod docs;
 mod file;
+pub mod pyfile;
 mod sources;
 pub mod spec;
 mod table;
@@ -51,8 +54,9 @@ use std::path::PathBuf;
 pub use args::{CmdArgs, GUNICORN_CMD_ARGS, cmd_args};
 pub use compat::is_asgi_class;
 pub use file::FileLayer;
+pub use pyfile::{HookSet, PyFile, PyName, PyReader, PySource, PyValue};
 pub use sources::{
-    Checks, DEFAULT_CONFIG_FILE, GUNICORN_CONFIG_FILE, Sources, env_layer, file_layer,
+    Checks, ConfigFile, DEFAULT_CONFIG_FILE, GUNICORN_CONFIG_FILE, Sources, env_layer, file_layer,
 };
 pub use table::{Config, HOOKS, Layer, SETTINGS};
 pub use value::{LogLevel, ProxyProtocol, parse_umask};

@@ -11,13 +11,24 @@ use std::path::{Path, PathBuf};
 
 use super::args::{CmdArgs, GUNICORN_CMD_ARGS, cmd_args};
 use super::file::{self, FileLayer};
+use super::pyfile::{self, PyReader, PySource};
 use super::spec::{Spec, Verdict};
 use super::{Config, Layer, SETTINGS};
 
 /// The file read when no config file is named, if it exists in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "ferricorn.toml";
-/// Gunicorn's default config file, which ferricorn does not read yet.
+/// Gunicorn's default config file, read when no config file is named and it exists in the
+/// working directory.
 pub const GUNICORN_CONFIG_FILE: &str = "gunicorn.conf.py";
+
+/// The config file a configuration is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigFile {
+    /// TOML (`-c app.toml`, `./ferricorn.toml`).
+    Toml(PathBuf),
+    /// A Python config file or module, run in the master's interpreter.
+    Python(PySource),
+}
 
 /// Checks of setting values that other modules own, given to [`Sources`] by the commands
 /// that load a configuration, so that `config` itself imports none of those modules (and can
@@ -29,6 +40,8 @@ pub struct Checks {
     pub layer: fn(&Layer) -> Result<(), (&'static str, String)>,
     /// Checks of the resolved configuration (on this machine: the virtualenv).
     pub config: fn(&Config) -> Result<(), String>,
+    /// Runs a Python config file, where the command can (the server: in its interpreter).
+    pub python: Option<PyReader>,
 }
 
 impl Checks {
@@ -36,6 +49,7 @@ impl Checks {
     pub const NONE: Checks = Checks {
         layer: |_| Ok(()),
         config: |_| Ok(()),
+        python: None,
     };
 }
 
@@ -49,7 +63,7 @@ impl Default for Checks {
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
     pub cli: Layer,
-    pub config_file: Option<PathBuf>,
+    pub config_file: Option<ConfigFile>,
     /// Whether `config_file` was named (with `-c`, here or in `GUNICORN_CMD_ARGS`: it must
     /// exist) or found as ./ferricorn.toml.
     pub explicit_file: bool,
@@ -80,29 +94,22 @@ impl Sources {
                 .map(|c| (c, format!("{GUNICORN_CMD_ARGS} -c"))),
         };
         let (config_file, explicit_file) = match named {
-            Some((c, by)) => (Some(cwd.join(config_path(&c, &by)?)), true),
+            Some((c, by)) => (Some(config_source(&c, &by, cwd)?), true),
             None => {
                 let toml = cwd.join(DEFAULT_CONFIG_FILE);
                 let py = cwd.join(GUNICORN_CONFIG_FILE);
-                if py.exists() {
-                    return Err(if toml.exists() {
-                        format!(
-                            "both {} and {} are here: ferricorn reads the first and does not \
-                             read Python config files yet; remove one, or name the one to use \
+                match (py.exists(), toml.exists()) {
+                    (true, true) => {
+                        return Err(format!(
+                            "both {} and {} are here: remove one, or name the one to use \
                              with -c",
                             toml.display(),
                             py.display()
-                        )
-                    } else {
-                        format!(
-                            "{}: Python config files are not read by ferricorn yet; write the \
-                             settings (same names) as TOML in ./{DEFAULT_CONFIG_FILE}, or name \
-                             a TOML file with -c",
-                            py.display()
-                        )
-                    });
+                        ));
+                    }
+                    (true, false) => (Some(ConfigFile::Python(PySource::File(py))), true),
+                    _ => (Some(ConfigFile::Toml(toml)), false),
                 }
-                (Some(toml), false)
             }
         };
         Ok(Sources {
@@ -123,11 +130,36 @@ impl Sources {
         let env = env_layer(get)?;
         let args = cmd_args(get)?;
         let file = match &self.config_file {
-            Some(p) => match std::fs::read_to_string(p) {
+            Some(ConfigFile::Toml(p)) => match std::fs::read_to_string(p) {
                 Ok(text) => Some(file::parse(p, &text)?),
                 Err(e) if !self.explicit_file && e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(format!("cannot read config file {}: {e}", p.display())),
             },
+            Some(ConfigFile::Python(src)) => {
+                let Some(run) = self.checks.python else {
+                    return Err(format!(
+                        "{src}: a Python config file is run by the server itself; give these \
+                         settings as flags or in a TOML file (the same names) here"
+                    ));
+                };
+                if let PySource::File(p) = src
+                    && !p.is_file()
+                {
+                    return Err(format!(
+                        "cannot read config file {}: not found",
+                        p.display()
+                    ));
+                }
+                // The standalone binary starts its interpreter before the file runs, so the
+                // virtualenv comes from what is known before it.
+                let venv = self
+                    .cli
+                    .virtualenv
+                    .clone()
+                    .or(args.layer.virtualenv.clone())
+                    .or(env.virtualenv.clone());
+                Some(pyfile::layer(run(src, venv.as_deref())?)?)
+            }
             None => None,
         };
         // Each layer's values: the table's checks, then the other modules'; an error names
@@ -165,6 +197,10 @@ impl Sources {
             env: &env,
         };
         let mut notices = args.notices.clone();
+        if let Some(f) = &file {
+            notices.extend(f.notices.iter().cloned());
+            cfg.hooks = f.hooks.clone();
+        }
         if let Some(f) = &file
             && f.layer.config.is_some()
         {
@@ -181,6 +217,15 @@ impl Sources {
                 Verdict::Note(n) => notices.push(format!("{}: {n}", origin.locate(s))),
                 Verdict::Refuse(r) => return Err(format!("{}: {r}", origin.locate(s))),
             }
+        }
+        if cfg.reload && cfg.preload_app {
+            let at = |n| origin.locate(spec_named(n).expect("declared"));
+            return Err(format!(
+                "{} cannot be used with {}: the app lives in the master with --preload, so \
+                 a changed file would need a new master; drop --preload while developing",
+                at("reload"),
+                at("preload_app")
+            ));
         }
         (self.checks.config)(&cfg)?;
         cfg.notices = notices;
@@ -217,17 +262,22 @@ impl Origin<'_> {
     }
 }
 
-/// What a `-c` value names: a TOML file. `file:PATH` is Gunicorn's spelling of `PATH`; a
-/// Python file or module is refused until ferricorn reads them.
-fn config_path(c: &str, by: &str) -> Result<PathBuf, String> {
+/// What a `-c` value names: `python:MODULE`, a Python file (`.py`), or a TOML file
+/// (`file:PATH` is Gunicorn's spelling of `PATH`); paths made absolute from `cwd`.
+fn config_source(c: &str, by: &str, cwd: &Path) -> Result<ConfigFile, String> {
     let c = c.trim();
-    if c.starts_with("python:") || c.ends_with(".py") {
-        return Err(format!(
-            "{by} {c}: Python config files are not read by ferricorn yet; write the settings \
-             (same names) as TOML and name that file with -c"
-        ));
+    if let Some(m) = c.strip_prefix("python:") {
+        if m.is_empty() || !m.split('.').all(|p| !p.is_empty()) {
+            return Err(format!("{by} {c}: `python:` names no module"));
+        }
+        return Ok(ConfigFile::Python(PySource::Module(m.to_string())));
     }
-    Ok(PathBuf::from(c.strip_prefix("file:").unwrap_or(c)))
+    let path = cwd.join(c.strip_prefix("file:").unwrap_or(c));
+    if path.extension().is_some_and(|e| e == "py") {
+        Ok(ConfigFile::Python(PySource::File(path)))
+    } else {
+        Ok(ConfigFile::Toml(path))
+    }
 }
 
 /// What the environment contributes, from a snapshot of variables (`WEB_CONCURRENCY`,

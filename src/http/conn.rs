@@ -2,6 +2,10 @@
 //! the reply, and decide whether the connection can be kept — in a loop, for keep-alive and
 //! pipelining.
 //!
+//! With `--proxy-protocol`, a connection may start with a PROXY header (read by
+//! [`super::proxy_protocol`] before anything else; the client it names replaces the peer in
+//! the [`ConnInfo`]).
+//!
 //! Timeouts: a new connection gets `--header-timeout` for its first head; a kept-alive one waits
 //! `--keep-alive` for the next request's first byte (then closes silently) and then gets
 //! `--header-timeout` for the rest of that head (then `408`). A body is read under the deadline
@@ -61,6 +65,15 @@ pub struct Shared<D> {
     pub retire: Notify,
     /// The worker is stopping: responses carry `Connection: close`.
     pub draining: AtomicBool,
+    /// `--health-path`, answered here (see [`super::health`]).
+    pub health_path: Option<Box<[u8]>>,
+    /// `--proxy-protocol`, `--proxy-allow-from`.
+    pub proxy_protocol: super::proxy_protocol::Accept,
+    /// `secure_scheme_headers` and `--forwarder-headers`, for peers in `forwarded`.
+    pub scheme_headers: crate::proxy::SchemeHeaders,
+    pub forwarder: crate::proxy::ForwarderHeaders,
+    /// Who counts finished requests (statsd; see `crate::observe`).
+    pub observers: crate::observe::Observers,
 }
 
 impl<D> Shared<D> {
@@ -75,6 +88,11 @@ impl<D> Shared<D> {
             max_requests: 0,
             retire: Notify::new(),
             draining: AtomicBool::new(false),
+            health_path: None,
+            proxy_protocol: super::proxy_protocol::Accept::off(),
+            scheme_headers: crate::proxy::SchemeHeaders::gunicorn_default(),
+            forwarder: crate::proxy::ForwarderHeaders::gunicorn_default(),
+            observers: crate::observe::Observers::default(),
         }
     }
 }
@@ -91,6 +109,8 @@ enum NoHead {
 struct Done {
     status: u16,
     sent: u64,
+    /// Request body bytes read.
+    received: u64,
     keep: bool,
     /// The app's head (for `{header}o`) and `{var}e` values.
     resp: Option<response::ResponseHead>,
@@ -102,6 +122,7 @@ impl Done {
         Done {
             status,
             sent: 0,
+            received: 0,
             keep,
             resp: None,
             log_vars: Vec::new(),
@@ -110,12 +131,35 @@ impl Done {
 }
 
 /// Serves one connection until it closes.
-pub async fn serve<S, D>(mut io: S, shared: Arc<Shared<D>>, info: Arc<ConnInfo>)
+pub async fn serve<S, D>(mut io: S, shared: Arc<Shared<D>>, mut info: Arc<ConnInfo>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     D: Dispatch,
 {
+    let _open = crate::metrics::Gauge::hold(crate::metrics::Held::Connection);
     let mut rbuf = BytesMut::with_capacity(8192);
+    if shared.proxy_protocol.enabled() {
+        let pp = &shared.proxy_protocol;
+        match super::proxy_protocol::read(
+            &mut io,
+            &mut rbuf,
+            pp,
+            &info.peer,
+            shared.limits.header_timeout,
+        )
+        .await
+        {
+            Ok(None) => {}
+            Ok(Some(p)) => info = Arc::new(ConnInfo::new(info.peer, info.local.clone()).proxied(p)),
+            Err(refused) => {
+                if let super::proxy_protocol::Refused::Warn(w) = refused {
+                    tracing::warn!("{w}; connection closed");
+                }
+                let _ = io.shutdown().await;
+                return;
+            }
+        }
+    }
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut first = true;
     loop {
@@ -140,6 +184,16 @@ where
                 break;
             }
         };
+        if super::health::wanted(shared.health_path.as_deref(), &head) {
+            let keep = head.keep_alive
+                && shared.limits.keep_alive.is_some()
+                && !shared.draining.load(Ordering::Relaxed);
+            if super::health::answer(&head, keep, &mut out) {
+                continue;
+            }
+            break;
+        }
+        crate::metrics::request_started();
         let (done, upgrade) = exchange(&mut io, &mut rbuf, &mut out, &shared, &info, &head).await;
         if let Some(up) = upgrade {
             if !out.is_empty() && io.write_all(&out).await.is_err() {
@@ -174,6 +228,7 @@ where
 /// Logs a refused request once, at warning level, with the peer and the reason.
 fn reject<D>(shared: &Shared<D>, info: &ConnInfo, head: Option<&Head>, r: &Reject) {
     let _ = shared;
+    crate::metrics::rejected(r.status);
     let peer = match info.peer {
         crate::proxy::Peer::Tcp(a) => a.to_string(),
         crate::proxy::Peer::Unix => "unix socket".to_string(),
@@ -254,6 +309,40 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// What a trusted proxy's headers say: the scheme (`secure_scheme_headers`), after checking
+/// that a `SCRIPT_NAME` header (`--forwarder-headers`) is a prefix of the path (400 if not, as
+/// in Gunicorn: the app could not be told its `PATH_INFO`).
+fn forwarded<D>(
+    shared: &Shared<D>,
+    head: &Head,
+    trusted: bool,
+) -> Result<&'static str, &'static str> {
+    if !trusted {
+        return Ok("http");
+    }
+    if shared.forwarder.script_name()
+        && let Some(i) = head.script_name
+    {
+        let script_name = crate::proxy::script_name_value(head.value(&head.fields[i]));
+        let (raw, _) = parse::split_target(head.target());
+        let path = if raw.contains(&b'%') {
+            std::borrow::Cow::Owned(parse::decode_path(raw))
+        } else {
+            std::borrow::Cow::Borrowed(raw)
+        };
+        if crate::proxy::strip_script_name(&path, script_name).is_none() {
+            return Err("the request path does not start with its SCRIPT_NAME header");
+        }
+    }
+    if shared.scheme_headers.worth_looking(head.forwarded) {
+        shared
+            .scheme_headers
+            .url_scheme(head.fields.iter().map(|f| (head.name(f), head.value(f))))
+    } else {
+        Ok("http")
+    }
+}
+
 /// A failed body read as a status for the client.
 fn body_status(e: &BodyError) -> Option<u16> {
     match e {
@@ -290,13 +379,9 @@ where
         (Done::server(status, false), None)
     };
     let trusted = info.peer.trusted_by(&shared.forwarded);
-    let scheme = if head.forwarded && trusted {
-        match crate::proxy::url_scheme(head.fields.iter().map(|f| (head.name(f), head.value(f)))) {
-            Ok(s) => s,
-            Err(why) => return fail(400, why, out),
-        }
-    } else {
-        "http"
+    let scheme = match forwarded(shared, head, trusted) {
+        Ok(s) => s,
+        Err(why) => return fail(400, why, out),
     };
     if let Framing::Length(n) = head.framing
         && limits.body > 0
@@ -345,6 +430,7 @@ where
             body,
             conn: info.clone(),
             scheme,
+            trusted,
         };
         let outcome = {
             let mut fut = pin!(shared.dispatch.call(req));
@@ -363,7 +449,10 @@ where
             }
         };
         let mut none: Option<Pump<'_, tokio::io::Empty>> = None;
-        return write_outcome(io, out, outcome, head, keep_wanted, &mut none, info).await;
+        let (mut done, up) =
+            write_outcome(io, out, outcome, head, keep_wanted, &mut none, info).await;
+        done.received = dec.decoded;
+        return (done, up);
     }
 
     // Streaming: the app reads the body while the connection keeps reading it.
@@ -383,6 +472,7 @@ where
         }),
         conn: info.clone(),
         scheme,
+        trusted,
     };
     if !out.is_empty() {
         let ok = io.write_all(out).await.is_ok();
@@ -467,6 +557,7 @@ where
     if done.keep && !p.finish().await {
         done.keep = false;
     }
+    done.received = p.dec.decoded;
     (done, up)
 }
 
@@ -1049,6 +1140,7 @@ where
         Done {
             status,
             sent,
+            received: 0,
             keep,
             resp: Some(rh),
             log_vars,
@@ -1077,7 +1169,7 @@ fn shared_finished<D>(
             (String::new(), String::new())
         };
         a.emit(&AccessRecord {
-            peer: info.peer,
+            peer: info.client(),
             method: head.method_str(),
             target: &target,
             path: &path,
@@ -1094,9 +1186,37 @@ fn shared_finished<D>(
             duration: start.elapsed(),
         });
     }
+    crate::metrics::request_finished(
+        method_class(head.method),
+        done.status,
+        done.received,
+        done.sent,
+        start,
+    );
+    if !shared.observers.is_empty() {
+        shared.observers.request(&crate::observe::Finished {
+            status: done.status,
+            sent: done.sent,
+            duration: start.elapsed(),
+        });
+    }
     let n = shared.requests.fetch_add(1, Ordering::Relaxed) + 1;
     if shared.max_requests > 0 && n == shared.max_requests {
         shared.retire.notify_one();
+    }
+}
+
+/// A method's index in the metrics' method labels (`crate::metrics::shared::METHODS`).
+fn method_class(m: Method) -> usize {
+    match m {
+        Method::Get => 0,
+        Method::Head => 1,
+        Method::Post => 2,
+        Method::Put => 3,
+        Method::Delete => 4,
+        Method::Options => 5,
+        Method::Connect => 6,
+        Method::Other => 7,
     }
 }
 

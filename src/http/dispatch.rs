@@ -16,6 +16,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::limits::Held;
 use super::parse::Head;
+use super::proxy_protocol::ProxyInfo;
 use super::response::ResponseHead;
 use crate::proxy::Peer;
 use crate::sockets::LocalAddr;
@@ -31,7 +32,10 @@ pub struct Remote {
 #[derive(Debug)]
 pub struct ConnInfo {
     pub peer: Peer,
+    /// `REMOTE_ADDR`/`REMOTE_PORT`: the TCP peer, or the client a PROXY header named.
     pub remote: Option<Remote>,
+    /// What the connection's PROXY protocol header said, if one came.
+    pub proxy: Option<ProxyInfo>,
     pub local: Arc<LocalAddr>,
     gone: AtomicBool,
     gone_notify: Notify,
@@ -49,9 +53,31 @@ impl ConnInfo {
         ConnInfo {
             peer,
             remote,
+            proxy: None,
             local,
             gone: AtomicBool::new(false),
             gone_notify: Notify::new(),
+        }
+    }
+
+    /// The connection as a PROXY header describes it: the client it names becomes the remote
+    /// address (the peer stays the proxy, which the forwarded-header rules trust or not).
+    pub fn proxied(mut self, info: ProxyInfo) -> ConnInfo {
+        if let Some(src) = info.source {
+            self.remote = Some(Remote {
+                addr: src.ip().to_string(),
+                port: src.port().to_string(),
+            });
+        }
+        self.proxy = Some(info);
+        self
+    }
+
+    /// The client for the access log (`%(h)s`): the one a PROXY header named, else the peer.
+    pub fn client(&self) -> Peer {
+        match self.proxy.as_ref().and_then(|p| p.source) {
+            Some(src) => Peer::Tcp(src),
+            None => self.peer,
         }
     }
 
@@ -169,6 +195,9 @@ pub struct Request {
     pub conn: Arc<ConnInfo>,
     /// `http` or `https` (`wsgi.url_scheme` / ASGI `scheme`), from the proxy rules.
     pub scheme: &'static str,
+    /// The peer is in `--forwarded-allow-ips` (or on a unix socket): its `--forwarder-headers`
+    /// count.
+    pub trusted: bool,
 }
 
 /// A streamed response body chunk, or the reason the stream must be cut (the client then sees

@@ -21,7 +21,9 @@ use super::generation::Generation;
 use super::reload::{self, Reload};
 use super::upgrade::{self, Successor};
 use super::workers::{Workers, describe, fork_worker};
+use crate::exit::EXIT_FAILURE;
 use crate::ipc::{self, Msg};
+use crate::metrics::{self, Book, Endpoint, MasterView, Restart};
 use crate::pidfile::PidFile;
 use crate::sockets::Listener;
 use crate::worker::{self, EXIT_APP_LOAD, EXIT_BOOT_ERROR};
@@ -58,7 +60,13 @@ enum Lifecycle {
     Reloading { reload: Box<Reload>, hup: bool },
     /// USR2: a successor master runs, not in charge yet. A reload asked for meanwhile is done
     /// here if the upgrade fails, or passed on to the successor when it takes over.
-    Upgrading { successor: Successor, hup: bool },
+    /// `reload`: it is a HUP with `--preload` (a new master loads the new code), which systemd
+    /// was told about (`RELOADING=1`).
+    Upgrading {
+        successor: Successor,
+        hup: bool,
+        reload: bool,
+    },
     /// The workers were told to stop; SIGKILL at `deadline`; exit with `code` when all are gone.
     /// `successor`: the master that took over (its sockets and pid file are left to it).
     Stopping {
@@ -99,6 +107,16 @@ pub(super) struct Master {
     systemd: Announcer,
     /// "ok at 12:00:00" / "failed at 12:00:00: why", for `STATUS=`.
     last_reload: Option<String>,
+    /// The metrics book (and the shared region, whose header also carries the readiness the
+    /// health path answers with), and the `--metrics-bind` listener.
+    book: Book,
+    metrics: Option<Endpoint>,
+    /// TERM arrived with `--drain-delay`: the health path answers 503, and the graceful stop
+    /// begins at this instant.
+    drain_at: Option<Instant>,
+    /// The `server` object of the hooks, and the master-side hooks.
+    hooks: crate::hooks::Server,
+    statsd: super::statsd::MasterStatsd,
 }
 
 /// What `master::run` opened before the loop starts.
@@ -108,6 +126,8 @@ pub(super) struct Opened {
     pub rx: ipc::Receiver,
     pub tx: ipc::Sender,
     pub pidfile: Option<PidFile>,
+    pub book: Book,
+    pub metrics: Option<Endpoint>,
 }
 
 fn hms() -> String {
@@ -120,6 +140,7 @@ impl Master {
         current: Generation,
         opened: Opened,
         systemd: Announcer,
+        hooks: crate::hooks::Server,
     ) -> Master {
         Master {
             startup,
@@ -133,21 +154,51 @@ impl Master {
             pidfile: opened.pidfile,
             systemd,
             last_reload: None,
+            book: opened.book,
+            metrics: opened.metrics,
+            drain_at: None,
+            hooks,
+            statsd: super::statsd::MasterStatsd::new(),
         }
     }
 
     /// Supervises until the master stops; returns the exit code. Sockets ferricorn created and
     /// the pid file are removed on the way out (unless a successor took them over).
     pub fn run(mut self) -> i32 {
-        let code = self.supervise();
+        let mut code = self.supervise();
         tracing::info!("Shutting down: Master");
         for l in std::mem::take(&mut self.listeners) {
             l.close_and_unlink();
         }
+        if let Some(m) = self.metrics.take() {
+            m.close();
+        }
         if let Some(p) = self.pidfile.take() {
             p.remove();
         }
+        let state = crate::hooks::State {
+            cfg: &self.current.cfg,
+            num_workers: self.current.workers,
+        };
+        if self.hooks.call(&state, "on_exit").is_err() && code == 0 {
+            code = EXIT_FAILURE;
+        }
         code
+    }
+
+    /// What `server` shows of the master now.
+    fn state(&self) -> crate::hooks::State<'_> {
+        crate::hooks::State {
+            cfg: &self.current.cfg,
+            num_workers: self.current.workers,
+        }
+    }
+
+    /// A master-side hook raised in the loop: Gunicorn's main loop stops the server
+    /// ("Unhandled exception in main loop"); so does this one (fast, exit 1).
+    fn hook_failed(&mut self, why: &str) {
+        tracing::error!("Reason: {why}; stopping");
+        self.begin_stop(Stop::Fast, EXIT_FAILURE);
     }
 
     fn supervise(&mut self) -> i32 {
@@ -158,10 +209,16 @@ impl Master {
                 return code;
             }
             self.keep_systemd_informed();
-            let mut fds = [
+            let workers = self.workers.active(self.current.number);
+            self.statsd
+                .tick(&self.current.cfg, workers, &self.listeners);
+            let mut fds = vec![
                 PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.rx.fd(), PollFlags::POLLIN),
             ];
+            if let Some(m) = &self.metrics {
+                fds.extend(m.interest().into_iter().map(|(fd, ev)| PollFd::new(fd, ev)));
+            }
             let ms = u16::try_from(self.next_wakeup().as_millis()).unwrap_or(u16::MAX);
             match poll(&mut fds, PollTimeout::from(ms)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -174,6 +231,37 @@ impl Master {
             self.handle_messages();
             self.reap();
             self.enforce_timeouts();
+            self.serve_metrics();
+            self.end_drain_delay();
+        }
+    }
+
+    /// Answers scrapes (non-blocking: whatever can be done now).
+    fn serve_metrics(&mut self) {
+        let Some(endpoint) = &mut self.metrics else {
+            return;
+        };
+        let (book, workers, threads) = (&self.book, &self.workers, self.current.cfg.threads);
+        endpoint.service(|| {
+            let by_state = workers.by_state();
+            let serving = by_state
+                .iter()
+                .find(|(s, _)| *s == "serving")
+                .map_or(0, |(_, n)| *n);
+            metrics::render(book.snapshot(MasterView {
+                workers: by_state,
+                python_threads: serving * u64::from(threads),
+            }))
+        });
+    }
+
+    /// `--drain-delay` has passed since TERM: the graceful stop begins.
+    fn end_drain_delay(&mut self) {
+        if let Some(at) = self.drain_at
+            && Instant::now() >= at
+        {
+            self.drain_at = None;
+            self.begin_stop(Stop::Graceful, 0);
         }
     }
 
@@ -196,7 +284,14 @@ impl Master {
 
     fn next_wakeup(&self) -> Duration {
         let mut t = TICK;
-        if let Some(at) = self.systemd.next_due() {
+        for at in [
+            self.systemd.next_due(),
+            self.drain_at,
+            self.metrics.as_ref().and_then(Endpoint::next_deadline),
+        ]
+        .into_iter()
+        .flatten()
+        {
             t = t.min(at.saturating_duration_since(Instant::now()));
         }
         t.max(Duration::from_millis(1))
@@ -234,8 +329,12 @@ impl Master {
     /// Reload: a new generation with the configuration read again; the old one stops once the
     /// new one serves in full.
     fn handle_hup(&mut self) {
+        if self.drain_at.is_some() {
+            tracing::info!("HUP ignored: the server is stopping (--drain-delay)");
+            return;
+        }
         match &mut self.life {
-            Lifecycle::Serving => self.begin_reload(),
+            Lifecycle::Serving => self.reload_now(),
             Lifecycle::Booting { hup } => {
                 tracing::info!("The workers are booting; the reload will follow");
                 *hup = true;
@@ -257,9 +356,22 @@ impl Master {
         // Only waitpid tells a live successor from a dead one (a zombie answers kill(pid, 0)):
         // reap first, which ends the upgrade if the successor has exited.
         self.reap();
-        if let Lifecycle::Upgrading { successor, hup } = &self.life {
+        if let Lifecycle::Upgrading { successor, hup, .. } = &self.life {
             let (pid, hup) = (successor.pid(), *hup);
             self.hand_over(pid, hup);
+            return;
+        }
+        let delay = self.current.cfg.drain_delay;
+        if delay > 0 && self.drain_at.is_none() && !matches!(self.life, Lifecycle::Stopping { .. })
+        {
+            // Still accepting and serving; only the health path says we are leaving.
+            metrics::set_draining(true);
+            self.systemd.stopping();
+            self.drain_at = Some(Instant::now() + Duration::from_secs(delay));
+            tracing::info!(
+                "Draining: the health path answers 503; the workers stop accepting in {delay} s \
+                 (--drain-delay)"
+            );
         } else {
             self.begin_stop(Stop::Graceful, 0);
         }
@@ -283,36 +395,68 @@ impl Master {
 
     /// Upgrade: start the executable again as a successor master on the same sockets.
     fn handle_usr2(&mut self) {
-        if !matches!(self.life, Lifecycle::Serving) {
+        if !matches!(self.life, Lifecycle::Serving) || self.drain_at.is_some() {
             tracing::warn!(
                 "USR2 ignored: the master is not in a steady state (starting, reloading, upgrading or stopping)"
             );
             return;
         }
+        if let Err(e) = self.start_successor(false) {
+            tracing::error!("Upgrade failed: {e}");
+            self.book.upgrade(false);
+        }
+    }
+
+    /// HUP with `--preload`: the app lives in the master, so new code needs a new master. It
+    /// is started as USR2 starts one (same sockets, `MAINPID=`), and takes over once its
+    /// workers serve; if it fails, this one keeps serving and the reload is refused.
+    fn reexec_for_reload(&mut self) {
+        self.systemd.reloading();
+        tracing::info!("Reloading with --preload: starting a new master to load the new code");
+        if let Err(e) = self.start_successor(true) {
+            self.reload_failed(&format!("cannot start a new master: {e}"), false);
+        }
+    }
+
+    /// Forks and execs the successor master (`pre_exec(server)` runs in it before the exec).
+    fn start_successor(&mut self, reload: bool) -> Result<(), String> {
         let program = upgrade::Program {
             exe: &self.startup.exe,
             argv: &self.startup.argv,
             cwd: &self.startup.start_cwd,
         };
-        match upgrade::start(
+        let cfg = &self.current.cfg;
+        let state = crate::hooks::State {
+            cfg,
+            num_workers: self.current.workers,
+        };
+        let hooks = &self.hooks;
+        let mut pre_exec = || hooks.call(&state, "pre_exec").is_ok();
+        let before_exec: Option<&mut dyn FnMut() -> bool> =
+            if crate::hooks::defined(cfg, "pre_exec") {
+                Some(&mut pre_exec)
+            } else {
+                None
+            };
+        let successor = upgrade::start(
             &program,
             &self.listeners,
+            self.metrics.as_ref().map(Endpoint::listener),
             &self.current.env,
             self.systemd.env(),
-        ) {
-            Ok(successor) => {
-                tracing::info!(
-                    "Upgrading: started a new master (pid {}) from {}",
-                    successor.pid(),
-                    self.startup.exe.display()
-                );
-                self.life = Lifecycle::Upgrading {
-                    successor,
-                    hup: false,
-                };
-            }
-            Err(e) => tracing::error!("Upgrade failed: {e}"),
-        }
+            before_exec,
+        )?;
+        tracing::info!(
+            "Upgrading: started a new master (pid {}) from {}",
+            successor.pid(),
+            self.startup.exe.display()
+        );
+        self.life = Lifecycle::Upgrading {
+            successor,
+            hup: false,
+            reload,
+        };
+        Ok(())
     }
 
     /// One worker more.
@@ -325,6 +469,10 @@ impl Master {
             reload.generation.workers += 1;
         }
         tracing::info!("Increasing workers to {}", self.current.workers);
+        let old = self.current.workers - 1;
+        if let Err(e) = self.hooks.nworkers_changed(&self.state(), Some(old)) {
+            self.hook_failed(&e);
+        }
     }
 
     /// One worker fewer (never below one): the oldest beyond the number stops gracefully.
@@ -337,6 +485,10 @@ impl Master {
             reload.generation.workers = reload.generation.workers.saturating_sub(1).max(1);
         }
         tracing::info!("Decreasing workers to {}", self.current.workers);
+        let old = self.current.workers + 1;
+        if let Err(e) = self.hooks.nworkers_changed(&self.state(), Some(old)) {
+            self.hook_failed(&e);
+        }
         for pid in self
             .workers
             .beyond(self.current.number, self.current.workers)
@@ -358,6 +510,7 @@ impl Master {
     fn handle_msg(&mut self, pid: Pid, msg: Msg) {
         match msg {
             Msg::Booted => {
+                self.book.booted(pid.as_raw());
                 if self.workers.booted(pid).is_some() {
                     self.maybe_ready();
                 }
@@ -367,6 +520,25 @@ impl Master {
                 requests,
             } => self.workers.heartbeat(pid, busy_since, requests),
             Msg::Retiring { requests } => self.workers.retiring(pid, requests),
+            Msg::SourceChanged(path) => {
+                // --reload: one report starts one reload. Every worker of a generation watches
+                // the same files, so only a worker of the generation in charge (or of the one
+                // a reload boots, which saw a change after it imported) counts.
+                let Some(generation) = self.workers.get(pid).map(|w| w.generation) else {
+                    return;
+                };
+                let counts = match &self.life {
+                    Lifecycle::Serving | Lifecycle::Booting { .. } => {
+                        generation == self.current.number
+                    }
+                    Lifecycle::Reloading { reload, .. } => generation == reload.generation.number,
+                    _ => false,
+                };
+                if counts {
+                    tracing::info!("Worker (pid:{pid}): {path} modified; reloading (--reload)");
+                    self.handle_hup();
+                }
+            }
             Msg::BootFailed(reason) => {
                 let Some(generation) = self.workers.get(pid).map(|w| w.generation) else {
                     return;
@@ -374,7 +546,11 @@ impl Master {
                 tracing::error!("Worker (pid:{pid}) failed to boot: {reason}");
                 if self.next_generation() == Some(generation) {
                     self.abort_reload(&format!("the app failed to load: {reason}"));
-                } else if !matches!(self.life, Lifecycle::Stopping { .. }) {
+                } else if generation == self.current.number
+                    && !matches!(self.life, Lifecycle::Stopping { .. })
+                {
+                    // A worker of an abandoned generation (a reload that already failed, whose
+                    // other workers are still being stopped) says nothing about the serving one.
                     tracing::error!(
                         "Reason: the app `{}` failed to load: {reason}",
                         self.current.cfg.app_spec()
@@ -401,9 +577,13 @@ impl Master {
         if let Some(old) = self.startup.predecessor.take() {
             tracing::info!("Taking over from the previous master (pid {old})");
             let _ = kill(Pid::from_raw(old), Signal::SIGTERM);
+            self.book.upgrade(true);
+            if let Some(m) = &mut self.metrics {
+                m.active = true;
+            }
         }
         if hup {
-            self.begin_reload();
+            self.reload_now();
         }
     }
 
@@ -437,6 +617,11 @@ impl Master {
 
     /// Forks one worker of a generation.
     fn spawn(&mut self, which: Which) -> bool {
+        let close_metrics = self
+            .metrics
+            .as_ref()
+            .map(Endpoint::raw_fds)
+            .unwrap_or_default();
         let (generation, opened): (&Generation, &[Listener]) = match (&self.life, which) {
             (Lifecycle::Reloading { reload, .. }, Which::Next) => {
                 (&reload.generation, reload.opened())
@@ -449,6 +634,7 @@ impl Master {
         };
         let (serve, mut close_fds) = generation.split(self.listeners.iter().chain(opened));
         close_fds.extend(self.master_fds());
+        close_fds.extend(close_metrics);
         let spawn = worker::Spawn {
             cfg: &generation.cfg,
             listeners: &serve,
@@ -461,10 +647,29 @@ impl Master {
             env: &generation.env,
         };
         let number = generation.number;
-        match fork_worker(|| worker::run(spawn)) {
+        let state = crate::hooks::State {
+            cfg: &self.current.cfg,
+            num_workers: self.current.workers,
+        };
+        if let Err(e) = self.hooks.pre_fork(&state, &generation.cfg) {
+            self.hook_failed(&e);
+            return false;
+        }
+        let slot = self.book.reserve();
+        let memory = slot.map(|i| self.book.slot(i));
+        let forked = fork_worker(|| {
+            metrics::enter_slot(memory);
+            worker::run(spawn)
+        });
+        if let Some(i) = slot {
+            self.book
+                .forked(i, forked.as_ref().ok().map(|p| p.as_raw()));
+        }
+        match forked {
             Ok(pid) => {
                 tracing::info!("Booting worker with pid: {pid}");
                 self.workers.insert(pid, number);
+                self.hooks.forked(pid.as_raw());
                 true
             }
             Err(e) => {
@@ -475,10 +680,11 @@ impl Master {
     }
 
     /// Descriptors only the master uses, which a worker closes: the signalfd, the read end of
-    /// the workers' pipe, the notification socket.
+    /// the workers' pipe, the notification socket, the statsd socket.
     fn master_fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.sigfd.as_raw_fd(), self.rx.fd().as_raw_fd()];
         fds.extend(self.systemd.raw_fd());
+        fds.extend(self.statsd.raw_fd());
         fds
     }
 
@@ -508,27 +714,51 @@ impl Master {
     }
 
     fn on_exit(&mut self, pid: Pid, status: WaitStatus) {
-        if let Lifecycle::Upgrading { successor, hup } = &self.life
+        if let Lifecycle::Upgrading {
+            successor,
+            hup,
+            reload,
+        } = &self.life
             && successor.pid() == pid
         {
-            let hup = *hup;
+            let (hup, reload) = (*hup, *reload);
             self.life = Lifecycle::Serving;
             let why = describe(status);
             tracing::error!("Upgrade failed: the new master (pid {pid}) {why}; still serving");
-            self.last_reload = Some(format!("(upgrade) failed at {}: new master {why}", hms()));
             if let Some(p) = &self.pidfile {
                 p.reclaim();
             }
+            if reload {
+                // systemd was told RELOADING=1: READY=1 ends it.
+                self.reload_failed(&format!("the new master {why}"), hup);
+                return;
+            }
+            self.book.upgrade(false);
+            self.last_reload = Some(format!("(upgrade) failed at {}: new master {why}", hms()));
             if hup {
-                self.begin_reload();
+                self.reload_now();
             }
             return;
         }
+        self.book.exited(pid.as_raw());
         let Some(w) = self.workers.remove(pid) else {
-            // A successor that took over, or a process we did not start.
+            // A successor that took over, or a process we did not start: as PID 1 (in a
+            // container) orphans of the app are reparented to the master, which reaps them.
+            tracing::debug!("Reaped process {pid}, which is not a worker");
             return;
         };
         w.log_exit(pid, status);
+        if !matches!(self.life, Lifecycle::Stopping { .. })
+            && let Some(why) = w.restart_reason()
+        {
+            self.book.restart(why);
+        }
+        if let Err(e) = self.hooks.exited(&self.state(), pid.as_raw())
+            && !matches!(self.life, Lifecycle::Stopping { .. })
+        {
+            self.hook_failed(&e);
+            return;
+        }
         if !w.died_booting() || matches!(self.life, Lifecycle::Stopping { .. }) {
             return;
         }
@@ -542,7 +772,7 @@ impl Master {
         };
         if in_reload {
             self.abort_reload(&format!("a new worker {}", describe(status)));
-        } else if booting || code == EXIT_APP_LOAD {
+        } else if w.generation == self.current.number && (booting || code == EXIT_APP_LOAD) {
             tracing::error!(
                 "Reason: a worker could not load the app `{}`",
                 self.current.cfg.app_spec()
@@ -571,6 +801,16 @@ impl Master {
 
     // ---- reload (HUP) ------------------------------------------------------------------------
 
+    /// A reload: a new generation, or with `--preload` a new master (the app lives in this
+    /// one).
+    fn reload_now(&mut self) {
+        if self.current.cfg.preload_app {
+            self.reexec_for_reload();
+        } else {
+            self.begin_reload();
+        }
+    }
+
     fn begin_reload(&mut self) {
         self.systemd.reloading();
         tracing::info!("Reloading the configuration");
@@ -583,6 +823,22 @@ impl Master {
         };
         match Reload::begin(&now) {
             Ok(r) => {
+                if r.generation.cfg.metrics_bind != self.current.cfg.metrics_bind {
+                    tracing::warn!(
+                        "--metrics-bind changed: the master keeps its metrics listener until \
+                         it restarts (or USR2 starts a new one)"
+                    );
+                }
+                // Gunicorn's on_reload: the new configuration's, before its workers fork. An
+                // exception refuses the reload (Gunicorn's master would die of it).
+                let state = crate::hooks::State {
+                    cfg: &r.generation.cfg,
+                    num_workers: r.generation.workers,
+                };
+                if let Err(e) = self.hooks.call(&state, "on_reload") {
+                    r.roll_back();
+                    return self.reload_failed(&e, false);
+                }
                 tracing::info!(
                     "Starting generation {}: {} worker(s)",
                     r.generation.number,
@@ -614,10 +870,19 @@ impl Master {
             unreachable!("checked above")
         };
         let old = self.current.number;
+        let old_workers = self.current.workers;
         self.current = reload.commit(&mut self.listeners);
+        if let Err(e) = self
+            .hooks
+            .nworkers_changed(&self.state(), Some(old_workers))
+        {
+            return self.hook_failed(&e);
+        }
         for (pid, _) in self.workers.of_generation(old) {
             self.workers.stop(pid, Signal::SIGTERM);
+            self.book.restart(Restart::Reload);
         }
+        self.book.reload(true);
         crate::proctitle::set(&format!(
             "ferricorn: master [{}]",
             self.current.cfg.proc_name()
@@ -630,7 +895,7 @@ impl Master {
         let status = self.status_text();
         self.systemd.announce_ready(status);
         if hup {
-            self.begin_reload();
+            self.reload_now();
         }
     }
 
@@ -654,12 +919,13 @@ impl Master {
     }
 
     fn reload_failed(&mut self, why: &str, hup: bool) {
+        self.book.reload(false);
         tracing::error!("Reload failed: {why}; still serving with the previous configuration");
         self.last_reload = Some(format!("failed at {}: {why}", hms()));
         let status = self.status_text();
         self.systemd.announce_ready(status);
         if hup {
-            self.begin_reload();
+            self.reload_now();
         }
     }
 
@@ -679,6 +945,9 @@ impl Master {
         }
         for l in self.listeners.iter_mut() {
             l.disown();
+        }
+        if let Some(m) = &mut self.metrics {
+            m.hand_over();
         }
         self.stop(Stop::Graceful, 0, Some(successor));
     }
@@ -706,7 +975,10 @@ impl Master {
         }
         if successor.is_none() {
             self.systemd.stopping();
+            // The host is leaving: its health path answers 503 from now on.
+            metrics::set_draining(true);
         }
+        self.drain_at = None;
         let before = std::mem::replace(
             &mut self.life,
             Lifecycle::Stopping {

@@ -97,6 +97,16 @@ fn describe(py: Python<'_>, err: &PyErr) -> LoadError {
     }
 }
 
+/// The source files of every module imported in this process (`--reload` watches them).
+pub fn module_files() -> Vec<std::path::PathBuf> {
+    Python::attach(|py| {
+        loader(py)
+            .and_then(|l| l.call_method0("module_files"))
+            .and_then(|f| f.extract())
+            .unwrap_or_default()
+    })
+}
+
 /// `traceback.format_exception(err)` as one string.
 pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
     let fmt = || -> PyResult<String> {

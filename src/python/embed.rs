@@ -10,19 +10,17 @@
 
 use std::ffi::{CStr, CString};
 use std::mem::MaybeUninit;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-
-use crate::config::Config;
 
 /// The Python executable the interpreter presents itself as (`sys.executable`), if a real one
 /// can be found: the virtualenv's, else the one the binary was built against, else the one that
 /// belongs to the libpython actually loaded (the build's Python may be invisible at run time,
 /// e.g. pyenv under /root behind systemd's `ProtectHome=`, and Debian's libpython loads).
-fn executable(cfg: &Config) -> Option<PathBuf> {
-    if let Some(v) = &cfg.virtualenv {
+fn executable(virtualenv: Option<&Path>) -> Option<PathBuf> {
+    if let Some(v) = virtualenv {
         return Some(
             std::path::absolute(v.join("bin").join("python")).unwrap_or(v.join("bin/python")),
         );
@@ -86,8 +84,8 @@ fn status_error(status: ffi::PyStatus) -> Option<String> {
 
 /// Starts the interpreter (a no-op if it runs already) and releases the GIL: every later use
 /// goes through `Python::attach`.
-pub fn start(cfg: &Config, argv: &[String]) -> Result<(), String> {
-    let exe = executable(cfg);
+pub fn start(virtualenv: Option<&Path>, argv: &[String]) -> Result<(), String> {
+    let exe = executable(virtualenv);
     let exe_c = match &exe {
         Some(p) => Some(
             CString::new(p.to_string_lossy().into_owned())

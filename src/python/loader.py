@@ -82,3 +82,21 @@ def describe(exc):
         where = f"{exc.filename}, line {exc.lineno}" if exc.filename else "the app"
         return f"SyntaxError in {where}: {exc.msg}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def module_files():
+    """The source files of every imported module (what --reload watches)."""
+    import importlib.util  # only with --reload: not in every worker
+
+    out = []
+    for m in list(sys.modules.values()):
+        f = getattr(m, "__file__", None)
+        if not isinstance(f, str) or not f:
+            continue
+        if f.endswith((".pyc", ".pyo")):
+            try:
+                f = importlib.util.source_from_cache(f)
+            except ValueError:
+                continue
+        out.append(os.path.abspath(f))
+    return out

@@ -12,6 +12,7 @@
 //! generation's configuration after the fork, then imports the app (`app.rs`).
 
 pub mod app;
+pub mod conffile;
 mod embed;
 pub mod fork;
 pub mod venv;
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-pub use app::{AppSpec, LoadError, format_traceback, load_app};
+pub use app::{AppSpec, LoadError, format_traceback, load_app, module_files};
 pub use fork::fork;
 pub use venv::check_virtualenv;
 
@@ -65,28 +66,75 @@ fn refuse_free_threaded() -> Result<(), String> {
     Ok(())
 }
 
+/// The command line the interpreter's `sys.argv` is made from (the standalone binary).
+static ARGV: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Records the command line before anything may start the interpreter.
+pub fn set_argv(argv: &[String]) {
+    let _ = ARGV.set(argv.to_vec());
+}
+
+/// Starts the interpreter if it has not started yet (a no-op after the first call): the
+/// embedded one with `virtualenv` in force, or, in the wheel, the user's, which runs already.
+/// Running a Python config file needs it before the configuration is complete.
+pub fn boot(virtualenv: Option<&Path>) -> Result<(), String> {
+    static BOOTED: OnceLock<Result<(), String>> = OnceLock::new();
+    BOOTED
+        .get_or_init(|| {
+            refuse_free_threaded()?;
+            if let Some(v) = virtualenv {
+                check_virtualenv(v)?;
+            }
+            if !is_extension() {
+                let argv = ARGV
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| vec!["ferricorn".into()]);
+                embed::start(virtualenv, &argv)?;
+                let _ = VIRTUALENV.set(virtualenv.map(venv::normalize));
+            }
+            // The loader (and the standard modules it uses) is compiled once here, not per
+            // worker.
+            let stdlib = Python::attach(|py| -> PyResult<PathBuf> {
+                app::loader(py)?;
+                py.import("sysconfig")?
+                    .call_method1("get_path", ("stdlib",))?
+                    .extract()
+            })
+            .map_err(|e| format!("cannot prepare the interpreter: {e}"))?;
+            let _ = STDLIB.set(Some(stdlib));
+            Ok(())
+        })
+        .clone()
+}
+
 /// Starts (or, in the wheel, adopts) the interpreter in the master, with the configured
 /// virtualenv in force, and leaves the GIL released. Once per process.
 pub fn start(cfg: &Config, argv: &[String]) -> Result<(), String> {
-    refuse_free_threaded()?;
-    if let Some(v) = &cfg.virtualenv {
-        check_virtualenv(v)?;
-    }
+    set_argv(argv);
+    boot(cfg.virtualenv.as_deref())?;
     if is_extension() {
         adopt(cfg)?;
-    } else {
-        embed::start(cfg, argv)?;
+        let _ = VIRTUALENV.set(cfg.virtualenv.as_deref().map(venv::normalize));
+    } else if let Some(started) = VIRTUALENV.get() {
+        // The interpreter started for a Python config file, with the virtualenv known before
+        // it ran; the file cannot move it.
+        let wanted = cfg.virtualenv.as_deref().map(venv::normalize);
+        if &wanted != started {
+            let show = |v: &Option<PathBuf>| match v {
+                Some(p) => p.display().to_string(),
+                None => "none".to_string(),
+            };
+            return Err(format!(
+                "the Python config file sets virtualenv = {}, but the standalone binary's \
+                 interpreter starts before the file runs (with {}): give --virtualenv on the \
+                 command line or set VIRTUAL_ENV, or install ferricorn into the virtualenv \
+                 (pip) and run its ferricorn",
+                show(&wanted),
+                show(started)
+            ));
+        }
     }
-    let _ = VIRTUALENV.set(cfg.virtualenv.as_deref().map(venv::normalize));
-    // The loader (and the standard modules it uses) is compiled once here, not per worker.
-    let stdlib = Python::attach(|py| -> PyResult<PathBuf> {
-        app::loader(py)?;
-        py.import("sysconfig")?
-            .call_method1("get_path", ("stdlib",))?
-            .extract()
-    })
-    .map_err(|e| format!("cannot prepare the interpreter: {e}"))?;
-    let _ = STDLIB.set(Some(stdlib));
     Ok(())
 }
 
@@ -142,18 +190,45 @@ pub fn setup_worker(cfg: &Config) -> Result<(), String> {
         .unwrap_or_default();
     Python::attach(|py| -> PyResult<()> {
         let loader = app::loader(py)?;
-        let env = PyDict::new(py);
-        for (k, v) in std::env::vars_os() {
-            env.set_item(
-                PyBytes::new(py, k.as_encoded_bytes()),
-                PyBytes::new(py, v.as_encoded_bytes()),
-            )?;
-        }
-        loader.call_method1("sync_environ", (env,))?;
+        sync_environ_with(py, &loader)?;
         loader.call_method1("setup_path", (cwd, PyList::new(py, &cfg.pythonpath)?))?;
         Ok(())
     })
     .map_err(|e| format!("cannot prepare sys.path: {e}"))
+}
+
+/// `os.environ` made the process environment (as the master left it for this generation).
+pub fn sync_environ() -> Result<(), String> {
+    Python::attach(|py| sync_environ_with(py, &app::loader(py)?))
+        .map_err(|e| format!("cannot prepare os.environ: {e}"))
+}
+
+fn sync_environ_with(py: Python<'_>, loader: &Bound<'_, pyo3::types::PyModule>) -> PyResult<()> {
+    let env = PyDict::new(py);
+    for (k, v) in std::env::vars_os() {
+        env.set_item(
+            PyBytes::new(py, k.as_encoded_bytes()),
+            PyBytes::new(py, v.as_encoded_bytes()),
+        )?;
+    }
+    loader.call_method1("sync_environ", (env,))?;
+    Ok(())
+}
+
+/// The app `--preload` imported in the master (the workers forked from it share it).
+static PRELOADED: OnceLock<Py<PyAny>> = OnceLock::new();
+
+/// `--preload`: imports the app in this process (the master), once.
+pub fn preload_app(spec: &str) -> Result<(), LoadError> {
+    let app = load_app(spec)?;
+    let _ = PRELOADED.set(app);
+    Ok(())
+}
+
+/// The app `--preload` imported before this worker was forked, if any.
+pub fn preloaded_app() -> Option<Py<PyAny>> {
+    let app = PRELOADED.get()?;
+    Some(Python::attach(|py| app.clone_ref(py)))
 }
 
 /// A reload (HUP) cannot move the master's interpreter to another virtualenv: refused, naming

@@ -42,6 +42,50 @@ pub struct Pending {
     sr: Py<StartResponse>,
     target: String,
     log_vars: Vec<(String, String)>,
+    /// `post_request` once the iteration ends: the hooks' `req` and the environ (boxed: this
+    /// travels with every iterated response).
+    post_request: Option<Box<PostRequest>>,
+}
+
+/// A request whose `post_request` hook is due when its response is done (dropped: called).
+pub struct PostRequest {
+    cfg: std::sync::Arc<crate::config::Config>,
+    req: Py<PyAny>,
+    environ: Py<PyAny>,
+    sr: Py<StartResponse>,
+    fired: bool,
+}
+
+impl PostRequest {
+    /// Calls the hook with the response head the app gave.
+    fn fire(&mut self, py: Python<'_>, head: Option<&Head>) {
+        crate::hooks::post_request(
+            py,
+            &self.cfg,
+            self.req.bind(py),
+            self.environ.bind(py),
+            head,
+        );
+        self.fired = true;
+    }
+}
+
+impl Drop for PostRequest {
+    fn drop(&mut self) {
+        if self.fired {
+            return;
+        }
+        Python::attach(|py| {
+            let head = self.sr.bind(py).borrow().head().cloned();
+            crate::hooks::post_request(
+                py,
+                &self.cfg,
+                self.req.bind(py),
+                self.environ.bind(py),
+                head.as_ref(),
+            );
+        });
+    }
 }
 
 /// What [`WsgiApp::call`] produced.
@@ -56,6 +100,9 @@ pub struct WsgiApp {
     template: request::Template,
     /// Environ keys (lower-case) the access log format prints.
     log_keys: Vec<String>,
+    /// The configuration whose `pre_request` / `post_request` hooks run around each call,
+    /// when it defines either (one check per request otherwise).
+    pub request_hooks: Option<std::sync::Arc<crate::config::Config>>,
 }
 
 impl WsgiApp {
@@ -70,7 +117,13 @@ impl WsgiApp {
             app,
             template: request::Template::new(py, multithread, multiprocess)?,
             log_keys,
+            request_hooks: None,
         })
+    }
+
+    /// `--forwarder-headers` for the environ.
+    pub fn set_forwarder_headers(&mut self, f: crate::proxy::ForwarderHeaders) {
+        self.template.set_forwarder_headers(f);
     }
 
     /// Calls the app for `req`.
@@ -80,6 +133,22 @@ impl WsgiApp {
             response::log_app_error(py, &head.target_lossy(), &e);
             Called::Done(Outcome::Failed)
         };
+        let hook_req = match &self.request_hooks {
+            Some(cfg) => {
+                let peer = req
+                    .conn
+                    .remote
+                    .as_ref()
+                    .map(|r| (r.addr.as_str(), r.port.as_str()));
+                let info = crate::hooks::RequestInfo { head: &head, peer };
+                match crate::hooks::pre_request(py, cfg, &info) {
+                    Ok(r) => Some((cfg.clone(), r)),
+                    // Gunicorn: an exception in pre_request fails that request.
+                    Err(_) => return Called::Done(Outcome::Failed),
+                }
+            }
+            None => None,
+        };
         let environ = match self.template.build(py, req) {
             Ok(e) => e,
             Err(e) => return fail(e),
@@ -88,28 +157,49 @@ impl WsgiApp {
             Ok(s) => s,
             Err(e) => return fail(e),
         };
+        let post_request = hook_req.map(|(cfg, req)| {
+            Box::new(PostRequest {
+                cfg,
+                req: req.unbind(),
+                environ: environ.clone().into_any().unbind(),
+                sr: sr.clone().unbind(),
+                fired: false,
+            })
+        });
         let result = match self.app.bind(py).call1((&environ, &sr)) {
             Ok(r) => r,
-            Err(e) => return fail(e),
+            Err(e) => {
+                let failed = fail(e);
+                drop(post_request);
+                return failed;
+            }
         };
         let log_vars = self.log_vars(&environ);
         if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
-            return Called::Done(match response::complete(&result, &sr) {
-                Ok((head, body)) => Outcome::Reply(Reply {
-                    log_vars,
-                    ..Reply::new(head, ReplyBody::Full(body))
-                }),
+            let done = match response::complete(&result, &sr) {
+                Ok((rhead, body)) => {
+                    if let Some(mut p) = post_request {
+                        p.fire(py, Some(&rhead));
+                    }
+                    Outcome::Reply(Reply {
+                        log_vars,
+                        ..Reply::new(rhead, ReplyBody::Full(body))
+                    })
+                }
                 Err(e) => {
                     response::log_app_error(py, &head.target_lossy(), &e);
+                    drop(post_request);
                     Outcome::Failed
                 }
-            });
+            };
+            return Called::Done(done);
         }
         Called::Iterate(Pending {
             result: result.unbind(),
             sr: sr.unbind(),
             target: head.target_lossy().into_owned(),
             log_vars,
+            post_request,
         })
     }
 

@@ -26,6 +26,8 @@ impl WsgiApp {
             sr,
             target,
             log_vars,
+            // Dropped when this returns, after close(): then the hook runs.
+            post_request: _post_request,
         } = p;
         let result = result.bind(py);
         let sr = sr.bind(py);
@@ -254,5 +256,5 @@ fn close(py: Python<'_>, result: &Bound<'_, PyAny>, target: &str) {
 
 pub(super) fn log_app_error(py: Python<'_>, target: &str, e: &PyErr) {
     let tb = crate::python::format_traceback(py, e);
-    tracing::error!("Error handling request {target}\n{}", tb.trim_end());
+    tracing::error!(target: crate::logging::EXCEPTION, "Error handling request {target}\n{}", tb.trim_end());
 }

@@ -17,6 +17,26 @@ use std::time::{Duration, Instant};
 use super::client::Addr;
 
 const POLL: Duration = Duration::from_millis(20);
+
+/// Variables ferricorn reads (settings, `GUNICORN_CMD_ARGS`, systemd's protocols), removed from
+/// every spawned server's environment; `.env()` sets one for a test.
+pub const HERMETIC: [&str; 15] = [
+    "WEB_CONCURRENCY",
+    "PORT",
+    "FORWARDED_ALLOW_IPS",
+    "VIRTUAL_ENV",
+    "SENDFILE",
+    "GUNICORN_CMD_ARGS",
+    "NOTIFY_SOCKET",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "INVOCATION_ID",
+    "JOURNAL_STREAM",
+    "PYTHONPATH",
+];
 const LISTENING: &str = "Listening at: ";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,9 +154,11 @@ impl ServerBuilder {
                 cmd.env_remove(&k);
             }
         }
-        // More command-line arguments ferricorn reads, as Gunicorn does: a test sets it
-        // itself, or it is not there.
-        cmd.env_remove("GUNICORN_CMD_ARGS");
+        // Hermetic: no setting and no supervisor protocol reaches the server from the test's
+        // own environment; a test sets what it means to test.
+        for k in HERMETIC {
+            cmd.env_remove(k);
+        }
         cmd.env("PYTHONUNBUFFERED", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("NO_COLOR", "1");
@@ -235,7 +257,7 @@ struct Captured {
 }
 
 /// Removes ANSI CSI escape sequences (`ESC [ ... final-byte`).
-fn strip_ansi(s: &str) -> String {
+pub fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
@@ -468,7 +490,7 @@ impl Server {
 
     /// Parses the address in "... Listening at: ADDR (PID)" (ADDR may be a
     /// unix path containing spaces when the "(PID)" suffix is present).
-    fn parse_listening(line: &str) -> Option<Addr> {
+    pub fn parse_listening(line: &str) -> Option<Addr> {
         let rest = line[line.find(LISTENING)? + LISTENING.len()..].trim();
         let addr = match rest.rfind(" (") {
             Some(i) if rest.ends_with(')') => &rest[..i],
@@ -610,7 +632,7 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     parse_stat(&s)
 }
 
-fn parse_stat(s: &str) -> Option<ProcStat> {
+pub fn parse_stat(s: &str) -> Option<ProcStat> {
     let open = s.find('(')?;
     let close = s.rfind(')')?;
     let pid = s[..open].trim().parse().ok()?;
@@ -640,6 +662,11 @@ fn procs_where(mut f: impl FnMut(&ProcStat) -> bool) -> Vec<i32> {
         .collect();
     pids.sort_unstable();
     pids
+}
+
+/// Pids of the processes whose parent is `pid` (any state, zombies included).
+pub fn procs_children(pid: i32) -> Vec<i32> {
+    procs_where(|st| st.ppid == pid)
 }
 
 /// kill(pid, 0) succeeds and the process is not a zombie.
@@ -699,40 +726,4 @@ pub fn proc_comm(pid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|s| s.trim_end().to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_parsing_handles_odd_comm() {
-        let st = parse_stat("123 (a (b) c) S 1 123 123 0 -1 4194560").unwrap();
-        assert_eq!(
-            (st.pid, st.comm.as_str(), st.state, st.ppid, st.pgrp),
-            (123, "a (b) c", 'S', 1, 123)
-        );
-    }
-
-    #[test]
-    fn ansi_is_stripped() {
-        assert_eq!(
-            strip_ansi("\u{1b}[2m2024\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m x"),
-            "2024  INFO x"
-        );
-    }
-
-    #[test]
-    fn listening_lines() {
-        let a =
-            Server::parse_listening("[2024] [1] [INFO] Listening at: http://127.0.0.1:8000 (1)")
-                .unwrap();
-        assert_eq!(a, Addr::Tcp("127.0.0.1:8000".parse().unwrap()));
-        let a = Server::parse_listening("Listening at: unix:/tmp/a b/x.sock (42)");
-        assert_eq!(a, Some(Addr::Unix("/tmp/a b/x.sock".into())));
-        let a = Server::parse_listening("Listening at: http://[::1]:9000").unwrap();
-        assert_eq!(a, Addr::Tcp("[::1]:9000".parse().unwrap()));
-        let a = Server::parse_listening("INFO Listening at: unix:/tmp/x.sock (42)").unwrap();
-        assert_eq!(a, Addr::Unix("/tmp/x.sock".into()));
-    }
 }

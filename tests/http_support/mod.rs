@@ -30,15 +30,7 @@ pub fn binary() -> ServerBuilder {
 /// Spawns ferricorn on `hardening:app` (or `app`) with `extra` flags, on `127.0.0.1:0`
 /// unless `extra` binds elsewhere, and waits until it serves.
 pub fn start_app(app: &str, extra: &[&str]) -> (Server, Addr) {
-    let mut b = binary().cwd(apps_dir());
-    for k in [
-        "WEB_CONCURRENCY",
-        "PORT",
-        "FORWARDED_ALLOW_IPS",
-        "VIRTUAL_ENV",
-    ] {
-        b = b.env_remove(k);
-    }
+    let b = binary().cwd(apps_dir());
     let tmp = b.tmp_path().display().to_string();
     let mut args: Vec<String> = vec!["--chdir".into(), apps_dir().display().to_string()];
     if !extra.iter().any(|a| *a == "-b" || *a == "--bind") {
