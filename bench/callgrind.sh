@@ -9,6 +9,9 @@
 #   LAYERS=1 bench/callgrind.sh ...      also the inclusive cost per request of each layer
 #   bench/callgrind.sh json4k:app /      an app of bench/apps/ (the module is looked up in
 #                                        examples/, then bench/apps/; APP_DIR=DIR to choose)
+#   APP_DIR=bench/apps FERRICORN_ARGS="--virtualenv $PWD/bench/.venv" bench/callgrind.sh ahello:app /
+#                                        an app elsewhere, more flags (here: ASGI hello on uvloop;
+#                                        both threads of the worker are counted)
 #   FERRICORN_ARGS='--metrics-bind 127.0.0.1:0' bench/callgrind.sh ...   more server flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +28,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 # Functions whose inclusive cost is a layer of the request path (LTO inlines the rest into them).
 FUNCS='tokio::runtime::task::raw::poll|ferricorn::http::conn::exchange::\{\{closure\}\}|ferricorn::http::parse::parse|ferricorn::wsgi::WsgiApp::call|ferricorn::wsgi::request::Template::build|ferricorn::wsgi::start_response::StartResponse::__pymethod_start_response__|ferricorn::http::response::ResponseHead::push|ferricorn::http::response::encode|ferricorn::logging::access::AccessLog::emit|_PyEval_EvalFrameDefault \['
 run() {
+  # shellcheck disable=SC2086 # FERRICORN_ARGS is a list of flags
   (cd "$DIR" && PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.%p" \
      "$BIN" -w 1 -b 127.0.0.1:$PORT --access-logfile '' ${FERRICORN_ARGS:-} "$APP" >"$OUT/log" 2>&1) &
   local shell=$!

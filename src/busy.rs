@@ -30,6 +30,19 @@ impl Busy {
         }
     }
 
+    /// Marks `slot` busy since `since_ns` (monotonic) unless it is busy already: for a thread
+    /// that is asked whether it answers rather than marking itself (an ASGI event loop, which
+    /// is pinged and counts as busy from the ping until it answers).
+    pub fn mark_since(&self, slot: usize, since_ns: u64) {
+        let _ =
+            self.slots[slot].compare_exchange(0, since_ns, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Marks `slot` idle.
+    pub fn clear(&self, slot: usize) {
+        self.slots[slot].store(0, Ordering::Relaxed);
+    }
+
     /// The start of the oldest call still running, or 0.
     pub fn oldest(&self) -> u64 {
         self.slots

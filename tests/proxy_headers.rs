@@ -2,13 +2,14 @@
 //! (from the command line, `GUNICORN_CMD_ARGS` and a config file's table) and
 //! `--forwarder-headers` (a trusted proxy's `SCRIPT_NAME` header mounts the app, its other
 //! `_` headers reach the environ), each only from a peer in `--forwarded-allow-ips` or on a
-//! unix socket.
+//! unix socket; `X-Forwarded-Proto: https` makes `wsgi.url_scheme` `https` only from such a peer,
+//! and `X-Forwarded-For` leaves `REMOTE_ADDR` alone (issue 2, acceptance 2).
 
 mod common;
 
 use std::time::Duration;
 
-use common::{client::*, server::*};
+use common::{client::*, examples, server::*};
 use serde_json::Value;
 
 const BOOT: Duration = Duration::from_secs(30);
@@ -284,4 +285,38 @@ fn script_name_from_the_environment_still_works() {
         (env["SCRIPT_NAME"].as_str(), env["PATH_INFO"].as_str()),
         (Some("/hdr"), Some("/environ"))
     );
+}
+
+const HTTPS: [(&str, &str); 1] = [("X-Forwarded-Proto", "https")];
+
+#[test]
+fn forwarded_proto_from_trusted_peer() {
+    let (server, addr) = examples::start("spec:app", &[]);
+    assert_eq!(scheme(&server, &addr, &HTTPS), "https");
+    assert_eq!(scheme(&server, &addr, &[]), "http");
+    // X-Forwarded-For doesn't change REMOTE_ADDR.
+    let env = examples::environ(
+        &server,
+        &addr,
+        "GET",
+        "/environ",
+        &[("X-Forwarded-For", "10.1.2.3")],
+        None,
+    );
+    assert_eq!(env["REMOTE_ADDR"], "127.0.0.1", "{env}");
+    assert_eq!(env["HTTP_X_FORWARDED_FOR"], "10.1.2.3", "{env}");
+}
+
+#[test]
+fn forwarded_proto_from_untrusted_peer_is_ignored() {
+    let (server, addr) = examples::start("spec:app", &["--forwarded-allow-ips", "10.0.0.1"]);
+    assert_eq!(scheme(&server, &addr, &HTTPS), "http");
+    assert_eq!(scheme(&server, &addr, &[]), "http");
+}
+
+#[test]
+fn forwarded_proto_over_unix_socket_is_trusted() {
+    let (server, addr) = examples::start_unix("spec:app", &["--forwarded-allow-ips", "10.0.0.1"]);
+    assert_eq!(scheme(&server, &addr, &HTTPS), "https");
+    assert_eq!(scheme(&server, &addr, &[]), "http");
 }

@@ -39,8 +39,6 @@ const PY_LOGGING: &str = "ferricorn does not configure Python's logging: configu
                           follows --error-logfile and --log-level";
 const SYSLOG_ONLY: &str = "it only tunes --log-syslog, which ferricorn does not have (under \
                            systemd the log goes to journald, which can forward to syslog)";
-const ASGI_ONLY: &str = "it only tunes the ASGI worker, and ferricorn serves WSGI apps (ASGI \
-                         support is coming)";
 const DIRTY: &str = "ferricorn has no dirty arbiters: run long blocking work in a task queue \
                      (Celery, RQ, Dramatiq) or a service of its own";
 const DIRTY_ONLY: &str = "it only tunes dirty workers, which ferricorn does not have";
@@ -642,10 +640,11 @@ settings! {
     check |v| one_of(v, &["drop", "refuse", "dangerous"]);
     verdict header_map;
 
-    /// The root path of an ASGI app.
+    /// The root path of an ASGI app (the prefix a proxy in front strips): the scope's
+    /// `root_path`, and the front of its `path`, as uvicorn does.
     setting root_path: String = Some(String::new()) => String {
         section: ServerMechanics, long: Some("root-path"), value_name: "STRING",
-        status: Ignored(ASGI_ONLY),
+        note: "ASGI apps; a WSGI app's SCRIPT_NAME comes from the environment",
     }
 
     /// The HTTP parser: auto, fast or python.
@@ -703,15 +702,26 @@ settings! {
     check |v| range(*v, 1, 1024);
 
     /// Worker class: sync or gthread (both are ferricorn's workers: --threads sets the
-    /// Python threads). The ASGI classes are not supported yet; gevent, eventlet and tornado
-    /// are refused with the alternative.
+    /// Python threads); asgi, uvicorn.workers.UvicornWorker or uvicorn_worker.UvicornWorker
+    /// serve the app as ASGI (as --interface asgi). gevent, eventlet and tornado are refused
+    /// with the alternative.
     setting worker_class: String = Some("sync".into()) => String {
         section: WorkerProcesses, long: Some("worker-class"), short: Some('k'),
         value_name: "CLASS",
-        note: "`sync`, `gthread` work; `asgi`/uvicorn classes: not yet; gevent, eventlet, \
-               tornado and other classes are refused",
+        note: "`sync`, `gthread` work; `asgi` and the uvicorn classes mean --interface asgi; \
+               gevent, eventlet, tornado and other classes are refused",
     }
     verdict worker_class;
+
+    // ---- ASGI (ferricorn's own settings; the asgi_* ones below are Gunicorn's) -----------
+
+    /// The app's interface: auto (an `async def app(scope, receive, send)`, or an object whose
+    /// `__call__` is a coroutine function, is ASGI; anything else WSGI), wsgi or asgi. `-k asgi`
+    /// and the uvicorn worker classes mean asgi.
+    setting interface: String = Some("auto".into()) => String {
+        section: WorkerProcesses, long: Some("interface"), value_name: "INTERFACE", gunicorn: No,
+    }
+    check |v| one_of(v, &["auto", "wsgi", "asgi"]);
 
     /// Python threads per worker handling requests.
     setting threads: u32 = Some(1) => u32 {
@@ -764,24 +774,26 @@ settings! {
     }
     check |v| range(*v, 0, 86400);
 
-    /// The ASGI event loop: auto, asyncio or uvloop.
+    /// The ASGI event loop: auto (uvloop when it is installed, else asyncio), asyncio or
+    /// uvloop.
     setting asgi_loop: String = Some("auto".into()) => String {
         section: WorkerProcesses, long: Some("asgi-loop"), value_name: "STRING",
-        status: Ignored(ASGI_ONLY),
     }
     check |v| one_of(v, &["auto", "asyncio", "uvloop"]);
 
-    /// The ASGI lifespan protocol: auto, on or off.
+    /// The ASGI lifespan protocol: auto (used if the app supports it), on (a failure is a
+    /// failed boot) or off.
     setting asgi_lifespan: String = Some("auto".into()) => String {
-        section: WorkerProcesses, long: Some("asgi-lifespan"), value_name: "STRING",
-        status: Ignored(ASGI_ONLY),
+        section: WorkerProcesses, long: Some("asgi-lifespan"), aliases: &["lifespan"],
+        value_name: "STRING",
     }
     check |v| one_of(v, &["auto", "on", "off"]);
 
     /// Seconds an ASGI app gets to clean up after its client disconnected.
     setting asgi_disconnect_grace_period: u64 = Some(3) => u64 {
         section: WorkerProcesses, long: Some("asgi-disconnect-grace-period"), value_name: "INT",
-        status: Ignored(ASGI_ONLY),
+        status: Ignored("ferricorn does not cancel an ASGI app whose client went away: the app \
+                         learns it from `http.disconnect` (or a failing `send`) and ends itself"),
     }
 
     // ---- Dirty arbiters ----------------------------------------------------------------

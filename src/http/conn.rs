@@ -35,8 +35,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::body::{Decoder, Step};
 use super::dispatch::{
-    Body, BodyChunk, BodyError, BodyStream, ConnInfo, Dispatch, Outcome, Reply, ReplyBody, Request,
-    Upgraded,
+    Body, BodyChunk, BodyError, BodyStream, ConnInfo, Dispatch, Ended, Outcome, Reply, ReplyBody,
+    Request, Upgraded,
 };
 use super::limits::{
     BODY_CHUNK, BUFFER_BODY, BodyClock, Budget, DRAIN_MAX, DRAIN_TIME, Held, Limits, SMALL_BODY,
@@ -217,18 +217,26 @@ where
             &mut io, &mut rbuf, &mut out, &shared, &info, trusted, &head, &mut timer,
         )
         .await;
-        shared_finished(&shared, &info, &head, &done, start);
         if let Some(up) = upgrade {
             if !out.is_empty() && io.write_all(&out).await.is_err() {
+                shared_finished(&shared, &info, &head, &done, start);
                 break;
             }
             let buffered = rbuf.split().freeze();
+            // Logged when the upgraded connection ends, with its whole duration.
+            let (shared, info, head) = (shared.clone(), info.clone(), head.clone());
+            let ended = Ended::new(move |sent| {
+                let done = Done { sent, ..done };
+                shared_finished(&shared, &info, &head, &done, start);
+            });
             up(Upgraded {
                 io: Box::new(io),
                 buffered,
+                ended,
             });
             return;
         }
+        shared_finished(&shared, &info, &head, &done, start);
         if !done.keep {
             break;
         }

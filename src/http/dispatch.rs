@@ -225,6 +225,33 @@ pub enum ReplyBody {
 pub struct Upgraded {
     pub io: Box<dyn Io>,
     pub buffered: Bytes,
+    /// Told when the upgraded connection ends: the request's access-log line (with the
+    /// duration of the whole connection) and its count towards `--max-requests` wait for it.
+    pub ended: Ended,
+}
+
+/// The end of an upgraded connection, reported once (with 0 bytes if it is only dropped).
+pub struct Ended(Option<Box<dyn FnOnce(u64) + Send>>);
+
+impl Ended {
+    pub fn new(f: impl FnOnce(u64) + Send + 'static) -> Ended {
+        Ended(Some(Box::new(f)))
+    }
+
+    /// The connection is over; `sent` payload bytes went to the client.
+    pub fn done(mut self, sent: u64) {
+        if let Some(f) = self.0.take() {
+            f(sent);
+        }
+    }
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(0);
+        }
+    }
 }
 
 /// A connection's byte stream, boxed for a hand-off.

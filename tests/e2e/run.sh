@@ -144,6 +144,9 @@ GEN_ARGS=(--name app --exe /opt/ferricorn/bin/ferricorn --chdir /opt/ferricorn/e
   --systemd-version 252 -w 2 spec:app)
 "$BIN" systemd generate "${GEN_ARGS[@]}" --output "$W/gen" 2>/dev/null
 "$BIN" systemd generate --watchdog 2 "${GEN_ARGS[@]}" --output "$W/gen-watchdog" 2>/dev/null
+# An ASGI app (tests/e2e/asgi_app.py) as a second unit pair.
+"$BIN" systemd generate --name asgi --exe /opt/ferricorn/bin/ferricorn --chdir /opt/ferricorn/e2e \
+  --systemd-version 252 -w 2 asgi_app:app --output "$W/gen-asgi" 2>/dev/null
 # The variant for systemd >= 253 is generated too (this machine's 252 cannot run it).
 nr=$("$BIN" systemd generate --name app --exe /opt/ferricorn/bin/ferricorn \
   --chdir /opt/ferricorn/examples --systemd-version 253 -w 2 spec:app --only service)
@@ -186,6 +189,7 @@ systemd_part() {
     --bind-ro="$W/journald-ratelimit.conf:/etc/systemd/journald.conf.d/50-e2e-ratelimit.conf" \
     --bind-ro="$BIN:/opt/ferricorn/bin/ferricorn" \
     --bind-ro="$REPO/examples:/opt/ferricorn/examples" \
+    --bind-ro="$REPO/tests/e2e:/opt/ferricorn/e2e" \
     -- systemd.mask=systemd-firstboot.service </dev/null >"$W/console.log" 2>&1 &
   NSPAWN_PID=$!
   find_sp() { SP=$(pgrep -P "$NSPAWN_PID" -x systemd) && [ -n "$SP" ]; }
@@ -479,6 +483,40 @@ EOF
   else
     fail usr2-upgrade "ok $ok failed $bad $(load_errors usr2), MainPID $before -> $newmain '$title', states {$states}, NRestarts $n0 -> $(prop app.service NRestarts)"
   fi
+
+  # 10. An ASGI app under its own generated units: socket activation (lifespan startup before
+  # READY), then systemctl reload during a request loop.
+  install -m 0644 "$W/gen-asgi/systemd/asgi.socket" "$W/gen-asgi/systemd/asgi.service" "$R/etc/systemd/system/"
+  install -m 0644 "$W/gen-asgi/tmpfiles.d/asgi.conf" "$R/etc/tmpfiles.d/"
+  C systemd-tmpfiles --create /etc/tmpfiles.d/asgi.conf
+  C systemctl daemon-reload
+  C systemctl enable --now asgi.socket >/dev/null 2>&1 || true
+  local asgi_body asgi_before asgi_after
+  asgi_body=$(timeout 30 curl -s --unix-socket "$R/run/asgi/socket" http://localhost/ || true)
+  wait_for 20 prop_is asgi.service ActiveState active || true
+  if [ "$asgi_body" = "asgi lifespan-ok" ] && [ "$(prop asgi.service ActiveState)" = active ] \
+    && [ "$(prop asgi.service Type)" = notify ]; then
+    pass "asgi-activation: an ASGI app's generated asgi.socket/asgi.service: the first request starts it, '$asgi_body' (lifespan state in the scope), Type=notify active"
+  else
+    fail asgi-activation "body '$asgi_body', asgi.service $(prop asgi.service ActiveState)"
+  fi
+  asgi_before=$(prop asgi.service MainPID)
+  if start_load asgi-reload "unix:$R/run/asgi/socket" / 5; then
+    sleep 1
+    C systemctl reload asgi.service || true
+  fi
+  finish_load asgi-reload
+  asgi_after=$(prop asgi.service MainPID)
+  ok=$LOAD_OK bad=$LOAD_FAILED
+  C journalctl -u asgi.service --no-pager -o cat >"$W/journal-asgi.txt" 2>/dev/null || true
+  if [ "$ok" -gt 0 ] && [ "$bad" = 0 ] && [ "$asgi_before" = "$asgi_after" ] \
+    && grep -q 'Reload complete: generation 2 serving' "$W/journal-asgi.txt" \
+    && grep -q 'ASGI lifespan shutdown complete' "$W/journal-asgi.txt"; then
+    pass "asgi-reload: systemctl reload asgi during $ok requests: 0 failed, MainPID unchanged, the old workers' lifespan shutdown ran"
+  else
+    fail asgi-reload "ok $ok failed $bad $(load_errors asgi-reload), MainPID $asgi_before -> $asgi_after, journal: $(grep -E 'Reload|lifespan' "$W/journal-asgi.txt" | tail -n 3 | tr '\n' ' ')"
+  fi
+
   guide_units
   # For a look afterwards (FERRICORN_E2E_KEEP=1).
   C journalctl --no-pager -o short-monotonic -u app.service -u app.socket -u nginx.service \
