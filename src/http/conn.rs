@@ -353,15 +353,8 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// What a trusted proxy's headers say: the scheme (`secure_scheme_headers`), after checking
 /// that a `SCRIPT_NAME` header (`--forwarder-headers`) is a prefix of the path (400 if not, as
-/// in Gunicorn: the app could not be told its `PATH_INFO`).
-fn forwarded<D>(
-    shared: &Shared<D>,
-    head: &Head,
-    trusted: bool,
-) -> Result<&'static str, &'static str> {
-    if !trusted {
-        return Ok("http");
-    }
+/// in Gunicorn: the app could not be told its `PATH_INFO`). For a trusted peer.
+fn forwarded<D>(shared: &Shared<D>, head: &Head) -> Result<&'static str, &'static str> {
     if shared.forwarder.script_name()
         && let Some(i) = head.script_name
     {
@@ -423,9 +416,16 @@ where
         super::errors::write(status, false, head.method == Method::Head, out);
         (Done::server(status, false), None)
     };
-    let scheme = match forwarded(shared, head, trusted) {
-        Ok(s) => s,
-        Err(why) => return fail(400, why, out),
+    // The proxy rules are asked only when the head has a header they read.
+    let wanted = shared.scheme_headers.worth_looking(head.forwarded)
+        || (head.script_name.is_some() && shared.forwarder.script_name());
+    let scheme = if trusted && wanted {
+        match forwarded(shared, head) {
+            Ok(s) => s,
+            Err(why) => return fail(400, why, out),
+        }
+    } else {
+        "http"
     };
     if let Framing::Length(n) = head.framing
         && limits.body > 0

@@ -205,6 +205,7 @@ impl StartResponse {
     }
 
     /// Ready for another request (see [`StartResponse::unshared`]).
+    #[inline]
     pub fn reset(&mut self) {
         self.head = None;
         self.headers_sent = false;
