@@ -20,6 +20,7 @@ use crate::busy::Busy;
 use crate::coalesce::Coalesced;
 use crate::config::Config;
 use crate::http::dispatch::ConnInfo;
+use crate::http::send_timeout::SendTimeout;
 use crate::http::{Limits, Shared};
 use crate::ipc::{self, Msg};
 use crate::logging::access::AccessLog;
@@ -274,6 +275,7 @@ fn limits(cfg: &Config) -> Limits {
         keep_alive: (cfg.keep_alive > 0).then(|| Duration::from_secs(cfg.keep_alive)),
         body_timeout: Duration::from_secs(cfg.body_timeout.max(1)),
         body_min_rate: cfg.body_min_rate,
+        send_timeout: (cfg.send_timeout > 0).then(|| Duration::from_secs(cfg.send_timeout)),
     }
 }
 
@@ -514,6 +516,7 @@ fn accept_loop(
             last: None,
             suppressed: 0,
         };
+        let send_timeout = service.limits.send_timeout;
         loop {
             let accepted = match &listener {
                 L::Tcp(l) => l.accept().await.map(|(s, a)| {
@@ -540,16 +543,19 @@ fn accept_loop(
             let guard = ConnGuard::new(&conns);
             let svc = service.clone();
             match stream {
+                // The send timeout inside the coalescing: a write Coalesced defers is not one
+                // that waits for the client.
                 Conn::Tcp(s) => {
                     tokio::spawn(async move {
-                        crate::http::serve(Coalesced::new(s), svc, info).await;
+                        let s = Coalesced::new(SendTimeout::new(s, send_timeout));
+                        crate::http::serve(s, svc, info).await;
                         drop(guard);
                     });
                 }
                 // Not coalesced: measured as a loss on unix sockets (src/coalesce.rs).
                 Conn::Unix(s) => {
                     tokio::spawn(async move {
-                        crate::http::serve(s, svc, info).await;
+                        crate::http::serve(SendTimeout::new(s, send_timeout), svc, info).await;
                         drop(guard);
                     });
                 }

@@ -398,10 +398,19 @@ settings! {
     check |v| range(*v, 1, 86400);
 
     /// Bytes per second of request body that earn one more second of --body-timeout (Apache
-    /// mod_reqtimeout's MinRate); 0 means no extension.
+    /// mod_reqtimeout's MinRate), never more than --body-timeout ahead; 0 means only silence
+    /// is limited.
     setting body_min_rate: u64 = Some(500) => u64 {
         section: Security, long: Some("body-min-rate"), value_name: "BYTES", gunicorn: No,
     }
+
+    /// Seconds a write to a client may wait for it to read (nginx's send_timeout: the time
+    /// between two successful writes, not for a whole response); beyond, the connection is cut
+    /// and the app's thread freed. 0 means no limit.
+    setting send_timeout: u64 = Some(30) => u64 {
+        section: Security, long: Some("send-timeout"), value_name: "SECONDS", gunicorn: No,
+    }
+    check |v| range(*v, 0, 86400);
 
     // ---- Server mechanics --------------------------------------------------------------
 

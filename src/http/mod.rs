@@ -10,6 +10,7 @@
 //! | [`response`] | response heads from the app, framing |
 //! | [`errors`] | responses the server makes itself |
 //! | [`stream`] | the bounded channel a streamed response flows through |
+//! | [`send_timeout`] | `--send-timeout`: a client that stops reading is cut |
 //! | [`dispatch`] | the seam an application interface (WSGI, later ASGI) implements |
 //! | [`date`] | the `Date` header |
 
@@ -21,6 +22,7 @@ pub mod errors;
 pub mod limits;
 pub mod parse;
 pub mod response;
+pub mod send_timeout;
 pub mod stream;
 
 pub use conn::{Shared, serve};
