@@ -313,11 +313,16 @@ enum Stop {
     Fast,
 }
 
-/// Counts open connections so a draining worker knows when the last one is done.
+/// Counts open connections so a draining worker knows when the last one is done, and so that
+/// the accept loops stop at `--worker-connections`.
 #[derive(Default)]
 struct Connections {
     open: std::sync::atomic::AtomicUsize,
     none_left: Notify,
+    /// `--worker-connections`.
+    limit: usize,
+    /// One closed while at the limit.
+    freed: Notify,
 }
 
 /// Held by a connection's task for its lifetime.
@@ -332,13 +337,43 @@ impl ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+        let was = self.0.open.fetch_sub(1, Ordering::SeqCst);
+        if was == 1 {
             self.0.none_left.notify_waiters();
+        }
+        if was >= self.0.limit {
+            self.0.freed.notify_waiters();
         }
     }
 }
 
+/// The cap is logged at most this often.
+const CAP_LOG_EVERY: Duration = Duration::from_secs(10);
+
 impl Connections {
+    /// Waits until fewer than `--worker-connections` are open (Gunicorn's cap: beyond it the
+    /// worker stops accepting, so new connections wait in the listen backlog, where another
+    /// worker can take them, instead of being refused).
+    async fn below_limit(&self, last_log: &mut Option<std::time::Instant>) {
+        loop {
+            let freed = self.freed.notified();
+            if self.open.load(Ordering::SeqCst) < self.limit {
+                return;
+            }
+            if last_log.is_none_or(|t| t.elapsed() >= CAP_LOG_EVERY) {
+                tracing::warn!(
+                    "Worker (pid:{}) has {} connections (--worker-connections): not accepting \
+                     until one closes (logged at most every {} s)",
+                    std::process::id(),
+                    self.limit,
+                    CAP_LOG_EVERY.as_secs()
+                );
+                *last_log = Some(std::time::Instant::now());
+            }
+            freed.await;
+        }
+    }
+
     async fn drained(&self) {
         loop {
             let notified = self.none_left.notified();
@@ -356,7 +391,10 @@ async fn serve(
     ipc: &ipc::Sender,
     service: Arc<Service>,
 ) -> i32 {
-    let conns = Arc::new(Connections::default());
+    let conns = Arc::new(Connections {
+        limit: cfg.worker_connections.max(1) as usize,
+        ..Connections::default()
+    });
     let mut accepts = Vec::new();
     for l in listeners {
         let fd = match l.try_clone_fd() {
@@ -516,8 +554,12 @@ fn accept_loop(
             last: None,
             suppressed: 0,
         };
+        let mut cap_logged = None;
         let send_timeout = service.limits.send_timeout;
         loop {
+            if conns.open.load(Ordering::Relaxed) >= conns.limit {
+                conns.below_limit(&mut cap_logged).await;
+            }
             let accepted = match &listener {
                 L::Tcp(l) => l.accept().await.map(|(s, a)| {
                     let _ = s.set_nodelay(true);

@@ -1,5 +1,7 @@
-//! Clients that read slowly or never (review findings 1 and 2): `--send-timeout` cuts a client
-//! that stops reading and frees the Python thread and the memory behind it.
+//! Clients that read slowly or never, and many clients (review findings 1, 2 and 8):
+//! `--send-timeout` cuts a client that stops reading and frees the Python thread and the memory
+//! behind it; `--worker-connections` caps a worker's connections; the soft open-files limit is
+//! raised to the hard one.
 
 mod common;
 mod http_support;
@@ -155,4 +157,100 @@ fn assert_serves_review(server: &common::server::Server, addr: &Addr) {
         .request("GET", "/", &[], None)
         .unwrap_or_else(|e| panic!("GET /: {e}\n{}", server.report()));
     assert_eq!((r.status, r.text().as_str()), (200, "review app\n"));
+}
+
+/// Finding 2: `--worker-connections` (was ignored) caps the connections one worker holds; past
+/// the cap it stops accepting, so a new connection waits in the listen backlog until one closes.
+#[test]
+fn worker_connections_caps_a_workers_connections() {
+    let (server, addr) = start_app(
+        "review:app",
+        &[
+            "--workers",
+            "1",
+            "--worker-connections",
+            "2",
+            "--keep-alive",
+            "30",
+        ],
+    );
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = connect(&server, &addr, WAIT);
+        let r = c.request("GET", "/", &[], None).unwrap();
+        assert_eq!(r.status, 200);
+        held.push(c);
+    }
+    let mut third = connect(&server, &addr, Duration::from_millis(1500));
+    third
+        .send_raw(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    match third.read_response("GET") {
+        Err(e) if is_timeout(&e) => {}
+        other => panic!("a third connection was served past --worker-connections 2: {other:?}"),
+    }
+    let line = server.wait_for_stderr("not accepting until one closes", LOG_WAIT);
+    assert!(line.contains("--worker-connections"), "{line}");
+    // One closes: the third is accepted and answered.
+    drop(held.remove(0));
+    third.set_timeout(WAIT);
+    let r = third
+        .read_response("GET")
+        .unwrap_or_else(|e| panic!("after a close: {e}\n{}", server.report()));
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// Finding 8: systemd (and most shells) start a service with a soft limit of 1024 open files,
+/// which a worker with `--worker-connections 1000` runs into (EMFILE, accepts failing); the
+/// server raises its soft limit to the hard one at start, for itself and its workers.
+#[test]
+fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
+    assert!(
+        rl.rlim_max > 512,
+        "this test needs a hard RLIMIT_NOFILE above 512, have {}",
+        rl.rlim_max
+    );
+    let bin = std::env::var("HARDENING_TEST_BIN")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_ferricorn").to_string());
+    let apps = apps_dir().display().to_string();
+    let server = common::server::program("/bin/sh")
+        .cwd(apps_dir())
+        .args([
+            "-c",
+            "ulimit -Sn 512 && exec \"$0\" \"$@\"",
+            &bin,
+            "--chdir",
+            &apps,
+            "-b",
+            "127.0.0.1:0",
+            "review:app",
+        ])
+        .spawn();
+    server.wait_ready(BOOT);
+    let addr = server.addr();
+    let worker = pid_of(&server, &addr);
+    for pid in [server.pid(), worker] {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("a Max open files line");
+        let v: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            (v[3], v[4]),
+            (
+                rl.rlim_max.to_string().as_str(),
+                rl.rlim_max.to_string().as_str()
+            ),
+            "pid {pid}: {line}"
+        );
+    }
 }

@@ -688,12 +688,13 @@ settings! {
     }
     check |v| range(*v, 1, 4096);
 
-    /// Maximum number of simultaneous clients per worker.
+    /// Maximum number of simultaneous clients per worker: at the cap the worker stops
+    /// accepting (the listen backlog and the other workers take new connections) until one
+    /// closes.
     setting worker_connections: u32 = Some(1000) => u32 {
         section: WorkerProcesses, long: Some("worker-connections"), value_name: "INT",
-        status: Ignored("a ferricorn worker holds its connections on an event loop, where an \
-                         idle one costs no thread; there is no per-worker cap"),
     }
+    check |v| range(*v, 1, 1_000_000);
 
     /// Requests a worker serves before it is replaced; 0 disables.
     setting max_requests: u64 = Some(0) => u64 {
