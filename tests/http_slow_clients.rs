@@ -1,7 +1,8 @@
 //! Clients that read slowly or never, and many clients (review findings 1, 2 and 8):
 //! `--send-timeout` cuts a client that stops reading and frees the Python thread and the memory
-//! behind it; `--worker-connections` caps a worker's connections; the soft open-files limit is
-//! raised to the hard one.
+//! behind it; a thread waiting for a slow reader is not "busy" for `--timeout`;
+//! `--worker-connections` caps a worker's connections; the soft open-files limit is raised to
+//! the hard one.
 
 mod common;
 mod http_support;
@@ -129,6 +130,54 @@ fn a_client_that_never_reads_frees_its_python_thread() {
         server.report()
     );
     assert!(!server.has_exited(), "{}", server.report());
+}
+
+/// Finding 1: a legitimate download read slowly keeps the Python thread waiting for the client
+/// far longer than `--timeout`; that wait is not the app being stuck, so the worker must not be
+/// killed (it was: "WORKER TIMEOUT", the download cut).
+#[test]
+fn a_slow_download_does_not_get_the_worker_killed() {
+    let (server, addr) = start_app("review:app", &["--threads", "2", "--timeout", "3"]);
+    let before = pid_of(&server, &addr);
+    let mb = 12;
+    let mut s = small_window(&addr);
+    s.write_all(
+        format!("GET /big-gen?mb={mb} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    // ~1.6 MB/s: about 8 s for the whole reply, most of it with the generator blocked.
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0usize;
+    let t0 = Instant::now();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => panic!("after {total} bytes: {e}\n{}", server.report()),
+        }
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "download never ended"
+        );
+    }
+    assert!(
+        t0.elapsed() > Duration::from_secs(4),
+        "the download took only {:?}: the test did not make the thread wait",
+        t0.elapsed()
+    );
+    assert!(
+        total > mb << 20,
+        "got {total} bytes of a {mb} MiB reply\n{}",
+        server.report()
+    );
+    assert_eq!(pid_of(&server, &addr), before, "{}", server.report());
+    assert_eq!(
+        server.count_stderr("WORKER TIMEOUT"),
+        0,
+        "{}",
+        server.report()
+    );
 }
 
 /// Finding 2: a large list reply to a client that never reads used to be held in memory for

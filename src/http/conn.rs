@@ -505,6 +505,10 @@ async fn futures_poll<F: Future>(mut f: std::pin::Pin<&mut F>) -> Poll<F::Output
     std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await
 }
 
+/// Why an upload was refused after waiting `--body-timeout` for room in the worker's budget.
+const BUDGET_SPENT: &str =
+    "the worker's memory for request bodies stayed in use for --body-timeout";
+
 /// Reads up to `want` body bytes before the app is called. Bytes beyond [`SMALL_BODY`] are
 /// counted against the worker's budget as they arrive; while it is spent, the connection waits
 /// (without reading, and without the wait counting against the client's body deadline).
@@ -531,8 +535,13 @@ async fn prebuffer<S: AsyncRead + Unpin>(
                     let h = match budget.try_take(n) {
                         Some(h) => h,
                         None => {
+                            // Waited for at most --body-timeout: request bodies that an app
+                            // keeps (or leaks) must not make every later upload hang.
                             let waited = Instant::now();
-                            let h = budget.take(n).await;
+                            let Ok(h) = tokio::time::timeout(clock.timeout(), budget.take(n)).await
+                            else {
+                                return Err(BodyError::Invalid(503, BUDGET_SPENT));
+                            };
                             clock.pause(waited.elapsed());
                             h
                         }
@@ -656,7 +665,11 @@ impl<R: AsyncRead + Unpin> Pump<'_, R> {
                     Poll::Ready(h) => h,
                     Poll::Pending => {
                         self.pending = Some(data.clone());
-                        let h = take.await;
+                        let Ok(h) = tokio::time::timeout(self.clock.timeout(), take).await else {
+                            self.fail(BodyError::Invalid(503, BUDGET_SPENT), permit);
+                            self.tx = None;
+                            return Event::Stopped;
+                        };
                         self.pending = None;
                         h
                     }

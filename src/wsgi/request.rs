@@ -21,21 +21,21 @@ use crate::http::parse::{self, Head, Method, Version};
 use crate::sockets::LocalAddr;
 
 /// A Python str from bytes taken as latin-1 (each byte one code point, as PEP 3333 says).
-pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
+pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyString>> {
     // Request heads are nearly always ASCII: checked here (word at a time), the str is
     // allocated with the right kind and filled directly, skipping CPython's own scan.
     let maxchar = if b.is_ascii() { 127 } else { 255 };
     // SAFETY: PyUnicode_New(n, 127 or 255) returns a compact 1-byte-kind str of length n (or
-    // NULL on memory exhaustion) whose data buffer we fill before anyone else sees it; a
-    // 1-byte-kind string is exactly latin-1. NULL becomes an empty string, not a panic.
+    // NULL with MemoryError set) whose data buffer we fill before anyone else sees it; a
+    // 1-byte-kind string is exactly latin-1. NULL becomes the pending exception (the request
+    // fails with a 500), never a wrong value such as an empty PATH_INFO.
     unsafe {
         let p = ffi::PyUnicode_New(b.len() as ffi::Py_ssize_t, maxchar);
         if p.is_null() {
-            ffi::PyErr_Clear();
-            return PyString::new(py, "");
+            return Err(PyErr::fetch(py));
         }
         std::ptr::copy_nonoverlapping(b.as_ptr(), ffi::PyUnicode_1BYTE_DATA(p), b.len());
-        Bound::from_owned_ptr(py, p).cast_into_unchecked::<PyString>()
+        Ok(Bound::from_owned_ptr(py, p).cast_into_unchecked::<PyString>())
     }
 }
 
@@ -150,8 +150,13 @@ impl Template {
         k
     }
 
-    /// Builds the environ for `req`, consuming its body into `wsgi.input`.
-    pub fn build<'py>(&self, py: Python<'py>, req: Request) -> PyResult<Bound<'py, PyDict>> {
+    /// Builds the environ for `req`, consuming its body into `wsgi.input` (returned too when
+    /// the request has a body, to be closed when the request is done).
+    pub fn build<'py>(
+        &self,
+        py: Python<'py>,
+        req: Request,
+    ) -> PyResult<(Bound<'py, PyDict>, Option<Py<Input>>)> {
         let env = self.dict.bind(py).copy()?;
         let head = &*req.head;
         env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, head))?;
@@ -166,9 +171,9 @@ impl Template {
                 path = Cow::Owned(rest.to_vec());
             }
         }
-        env.set_item(intern!(py, "PATH_INFO"), latin1(py, &path))?;
-        env.set_item(intern!(py, "QUERY_STRING"), latin1(py, query))?;
-        env.set_item(intern!(py, "RAW_URI"), latin1(py, head.target()))?;
+        env.set_item(intern!(py, "PATH_INFO"), latin1(py, &path)?)?;
+        env.set_item(intern!(py, "QUERY_STRING"), latin1(py, query)?)?;
+        env.set_item(intern!(py, "RAW_URI"), latin1(py, head.target())?)?;
         let protocol = match head.version {
             Version::Http10 => intern!(py, "HTTP/1.0"),
             Version::Http11 => intern!(py, "HTTP/1.1"),
@@ -176,12 +181,12 @@ impl Template {
         env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
 
         let (name, port) = server_name_port(head, req.scheme, &req.conn.local);
-        env.set_item(intern!(py, "SERVER_NAME"), latin1(py, &name))?;
-        env.set_item(intern!(py, "SERVER_PORT"), latin1(py, &port))?;
+        env.set_item(intern!(py, "SERVER_NAME"), latin1(py, &name)?)?;
+        env.set_item(intern!(py, "SERVER_PORT"), latin1(py, &port)?)?;
         match &req.conn.remote {
             Some(r) => {
-                env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, r.addr.as_bytes()))?;
-                env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, r.port.as_bytes()))?;
+                env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, r.addr.as_bytes())?)?;
+                env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, r.port.as_bytes())?)?;
             }
             None => env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?,
         }
@@ -214,13 +219,13 @@ impl Template {
             }
             self.set_header(py, &env, name, &value)?;
         }
+        let mut input = None;
         if !matches!(req.body, Body::Empty) {
-            env.set_item(
-                intern!(py, "wsgi.input"),
-                Py::new(py, Input::new(req.body))?,
-            )?;
+            let i = Py::new(py, Input::new(req.body))?;
+            env.set_item(intern!(py, "wsgi.input"), &i)?;
+            input = Some(i);
         }
-        Ok(env)
+        Ok((env, input))
     }
 
     fn set_header(
@@ -231,11 +236,11 @@ impl Template {
         value: &[u8],
     ) -> PyResult<()> {
         if name.eq_ignore_ascii_case(b"content-type") {
-            env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, value))
+            env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, value)?)
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, value))
+            env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, value)?)
         } else if let Some(key) = self.header_key(py, name) {
-            env.set_item(key, latin1(py, value))
+            env.set_item(key, latin1(py, value)?)
         } else {
             Ok(())
         }

@@ -1,15 +1,54 @@
 //! `start_response` and its `write` callable (PEP 3333): the status and the app's header list
 //! are validated and written straight into the response head's wire format
 //! ([`crate::http::response::ResponseHead`]); hop-by-hop headers are dropped there.
+//!
+//! `write()` sends as PEP 3333 says (it returns once the data is on its way, waiting with the GIL
+//! released while the client is slow): on a Python thread, the first call starts the reply with
+//! the head and the rest goes through the same bounded channel as an iterated body. A call made
+//! on the event-loop thread (`--threads 1`, an app called inline) cannot wait for the client, so
+//! what it writes is kept until the app returns, and the worker then calls the app on its Python
+//! thread from then on, where `write()` streams.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use tokio::sync::oneshot;
 
+use crate::http::dispatch::{Outcome, Reply, ReplyBody};
 use crate::http::response::{HeaderError, ResponseHead};
+use crate::http::stream;
 
 pub type Head = ResponseHead;
+
+thread_local! {
+    /// On a Python thread: the reply of the request it runs while its head is not sent yet
+    /// (`write()` starts the response with it).
+    static REPLY: Cell<Option<oneshot::Sender<Outcome>>> = const { Cell::new(None) };
+}
+
+/// Offers the running request's reply to `write()` (a Python thread, before the app is called
+/// or its result iterated).
+pub fn offer_reply(r: oneshot::Sender<Outcome>) {
+    REPLY.set(Some(r));
+}
+
+/// The running request's reply, unless `write()` has already started the response with it.
+pub fn take_reply() -> Option<oneshot::Sender<Outcome>> {
+    REPLY.take()
+}
+
+/// Set once an app called `write()` on the event-loop thread: this worker then calls the app on
+/// a Python thread, where `write()` can wait for the client.
+static WROTE_INLINE: AtomicBool = AtomicBool::new(false);
+
+/// Whether the app has used `write()` where it cannot stream (see [`WROTE_INLINE`]).
+pub fn wrote_inline() -> bool {
+    WROTE_INLINE.load(Ordering::Relaxed)
+}
 
 fn parse_status(status: &str) -> PyResult<(u16, String)> {
     let bad = || {
@@ -17,12 +56,18 @@ fn parse_status(status: &str) -> PyResult<(u16, String)> {
             "start_response: status must be a str like '200 OK', got {status:?}"
         ))
     };
-    let (code, reason) = status.split_once(' ').ok_or_else(bad)?;
+    // A bare code ("200") is accepted, as Gunicorn does; its reason is the canonical one.
+    let (code, reason) = status.split_once(' ').unwrap_or((status, ""));
     if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
     let code: u16 = code.parse().map_err(|_| bad())?;
-    if !(100..=999).contains(&code) || reason.chars().any(|c| c.is_control()) {
+    // RFC 9110 §15: 100–599; the reason is latin-1 (PEP 3333), without controls.
+    if !(100..=599).contains(&code)
+        || reason
+            .chars()
+            .any(|c| c.is_control() || u32::from(c) > 0xff)
+    {
         return Err(bad());
     }
     Ok((code, reason.to_string()))
@@ -97,14 +142,25 @@ fn add_header(item: &Bound<'_, PyAny>, head: &mut ResponseHead) -> PyResult<()> 
     })
 }
 
+/// A reply whose head has gone out: where the rest of its body goes.
+pub struct Streaming {
+    pub tx: stream::Sender,
+    /// Bytes the app's `Content-Length` still allows.
+    pub remaining: Option<u64>,
+}
+
 /// The `start_response` callable of one request.
 #[pyclass(module = "ferricorn")]
 pub struct StartResponse {
     head: Option<Head>,
     /// Body bytes were produced, so the head counts as sent (for `exc_info`).
     pub headers_sent: bool,
-    /// Chunks given to `write()`, sent before the iterable's.
+    /// Chunks given to `write()` before the reply started, sent before the iterable's.
     pub written: Vec<Bytes>,
+    /// The reply has started (its head is sent): body bytes go here.
+    pub stream: Option<Streaming>,
+    /// The response is over: `write()` refuses.
+    pub finished: bool,
 }
 
 impl StartResponse {
@@ -113,7 +169,62 @@ impl StartResponse {
             head: None,
             headers_sent: false,
             written: Vec::new(),
+            stream: None,
+            finished: false,
         }
+    }
+
+    /// Starts the reply with `reply`: the head goes out with a streamed body (whose first chunks
+    /// are what `write()` kept). False when there is no head yet.
+    pub fn start_stream(
+        &mut self,
+        reply: oneshot::Sender<Outcome>,
+        log_vars: Vec<(String, String)>,
+    ) -> bool {
+        let Some(head) = self.head.clone() else {
+            let _ = reply.send(Outcome::Failed);
+            return false;
+        };
+        self.headers_sent = true;
+        let (tx, rx) = stream::channel();
+        self.stream = Some(Streaming {
+            tx,
+            remaining: head.content_length,
+        });
+        let _ = reply.send(Outcome::Reply(Reply {
+            log_vars,
+            ..Reply::new(head, ReplyBody::Stream(rx))
+        }));
+        true
+    }
+
+    /// Sends `chunk` (after what `write()` kept) on a started reply, up to the app's
+    /// `Content-Length`. False: nothing more can go out (the client is gone, or the declared
+    /// length is reached).
+    pub fn send_body(&mut self, py: Python<'_>, chunk: Option<Bytes>) -> bool {
+        let Some(s) = self.stream.as_mut() else {
+            return false;
+        };
+        let kept = std::mem::take(&mut self.written);
+        for c in kept.into_iter().chain(chunk) {
+            let c = match s.remaining.as_mut() {
+                Some(0) => return false,
+                Some(left) => {
+                    let c = if c.len() as u64 > *left {
+                        c.slice(..*left as usize)
+                    } else {
+                        c
+                    };
+                    *left -= c.len() as u64;
+                    c
+                }
+                None => c,
+            };
+            if !super::response::send(py, &s.tx, Ok(c)) {
+                return false;
+            }
+        }
+        s.remaining != Some(0)
     }
 
     pub fn head(&self) -> Option<&Head> {
@@ -170,7 +281,9 @@ impl StartResponse {
         let canonical = http::StatusCode::from_u16(code)
             .ok()
             .and_then(|s| s.canonical_reason());
-        let reason = (canonical != Some(reason.as_str())).then(|| reason.into_boxed_str());
+        let reason = (canonical != Some(reason.as_str())
+            && !(reason.is_empty() && canonical.is_some()))
+        .then(|| reason.into_boxed_str());
         let mut head = ResponseHead::new(code, reason);
         parse_headers(&mut head, headers)?;
         slf.borrow_mut().head = Some(head);
@@ -185,8 +298,8 @@ impl StartResponse {
         .into_any())
     }
 
-    /// PEP 3333's legacy `write(data)` callable.
-    fn write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// PEP 3333's legacy `write(data)` callable: sends `data` (see the module comment).
+    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let b = data
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() argument must be bytes"))?;
@@ -195,11 +308,47 @@ impl StartResponse {
                 "write() called before start_response",
             ));
         }
-        if !b.as_bytes().is_empty() {
-            self.headers_sent = true;
-            self.written.push(Bytes::copy_from_slice(b.as_bytes()));
+        if self.finished {
+            return Err(PyOSError::new_err(
+                "write() called after the response ended",
+            ));
         }
-        Ok(())
+        if b.as_bytes().is_empty() {
+            return Ok(());
+        }
+        self.headers_sent = true;
+        let chunk = super::response::to_bytes(data)?;
+        if self.stream.is_none() {
+            match take_reply() {
+                Some(reply) => {
+                    self.start_stream(reply, Vec::new());
+                }
+                None => {
+                    // The event-loop thread (an inline call), or an iteration that sends its
+                    // head itself at the next chunk: kept until then.
+                    if tokio::runtime::Handle::try_current().is_err() {
+                        self.written.push(chunk);
+                        return Ok(());
+                    }
+                    if !WROTE_INLINE.swap(true, Ordering::Relaxed) {
+                        tracing::info!(
+                            "The app calls write(): what it writes while called on the event-loop \
+                             thread is sent when it returns; from now on this worker calls the \
+                             app on its Python thread, where write() sends as it goes"
+                        );
+                    }
+                    self.written.push(chunk);
+                    return Ok(());
+                }
+            }
+        }
+        if self.send_body(py, Some(chunk))
+            || self.stream.as_ref().is_some_and(|s| s.remaining == Some(0))
+        {
+            Ok(())
+        } else {
+            Err(PyOSError::new_err("the client closed the connection"))
+        }
     }
 }
 
@@ -212,6 +361,6 @@ pub struct Write {
 #[pymethods]
 impl Write {
     fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.sr.bind(py).borrow_mut().write(data)
+        self.sr.bind(py).borrow_mut().write(py, data)
     }
 }
