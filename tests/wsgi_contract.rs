@@ -1,6 +1,7 @@
-//! The WSGI contract's odd corners (review findings 3, 4, 6 and 11): `file_wrapper` on an object
-//! without a real descriptor, a `wsgi.input` the app keeps after its request, `write()` (sends
-//! as it goes; nothing written after the last yield is lost).
+//! The WSGI contract's odd corners (review findings 3, 4, 6, 10 and 11): `file_wrapper` on an
+//! object without a real descriptor, a `wsgi.input` the app keeps after its request, `write()`
+//! (sends as it goes; nothing written after the last yield is lost), and `100 Continue` for an
+//! app that starts its reply before it reads the body.
 
 mod common;
 mod http_support;
@@ -148,4 +149,44 @@ fn write_sends_before_the_app_returns() {
     c.set_timeout(WAIT);
     let r = c.read_response("GET").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "early;late;"));
+}
+
+/// Finding 10: an app that starts its reply before it reads the body (a generator that yields
+/// first) never got the client's body: `100 Continue` was not sent, and the client waits for it.
+#[test]
+fn continue_is_sent_when_the_app_replies_before_reading() {
+    for threads in ["1", "2"] {
+        let (server, addr) = start_app("review:app", &["--threads", threads]);
+        let mut c = connect(&server, &addr, Duration::from_secs(3));
+        c.send_raw(
+            b"POST /yield-then-read HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\
+              Content-Length: 5\r\n\r\n",
+        )
+        .unwrap();
+        // The interim response must come first: a client sends the body only after it.
+        let mut first = Vec::new();
+        let t0 = Instant::now();
+        while !first.windows(4).any(|w| w == b"\r\n\r\n") && t0.elapsed() < Duration::from_secs(3) {
+            match c.read_until_close() {
+                Err(e) if is_timeout(&e) => {}
+                other => panic!("{other:?}"),
+            }
+            first = c.buffered().to_vec();
+        }
+        assert!(
+            first.starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"),
+            "threads {threads}: the first bytes were {:?}\n{}",
+            String::from_utf8_lossy(&first),
+            server.report()
+        );
+        c.send_raw(b"hello").unwrap();
+        c.set_timeout(WAIT);
+        let r = c.read_response("POST").unwrap();
+        assert_eq!(r.interim, vec![100]);
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "started;read 5;"),
+            "threads {threads}"
+        );
+    }
 }

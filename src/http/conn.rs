@@ -408,7 +408,7 @@ where
                 biased;
                 o = &mut fut => break o,
                 ev = p.step() => {
-                    if ev == Event::Continue {
+                    if ev == Event::Continue && !p.continue_sent {
                         if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
                             info.set_gone();
                         }
@@ -852,6 +852,18 @@ where
         );
         super::errors::write(500, false, head.method == Method::Head, out);
         return (Done::server(500, false), None);
+    }
+    if let (ReplyBody::Stream(_), Some(p)) = (&body, pump.as_mut())
+        && p.asked_continue
+        && !p.continue_sent
+        && p.want.is_some()
+        && p.active()
+    {
+        // The app streams its reply and still holds the body it has not asked for yet: it may
+        // read it later (an upload page), and the client sends it only after 100 Continue, which
+        // must come before the final head.
+        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        p.continue_sent = true;
     }
     let is_head = head.method == Method::Head;
     let known = match &body {
