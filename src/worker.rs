@@ -581,7 +581,11 @@ fn accept_loop(
                 }
             };
             // Formatted once per connection, not per request.
-            let info = Arc::new(ConnInfo::new(peer, local.clone()));
+            let fd = match &stream {
+                Conn::Tcp(s) => std::os::fd::AsRawFd::as_raw_fd(s),
+                Conn::Unix(s) => std::os::fd::AsRawFd::as_raw_fd(s),
+            };
+            let info = Arc::new(ConnInfo::new(peer, local.clone()).with_fd(fd));
             let guard = ConnGuard::new(&conns);
             let svc = service.clone();
             match stream {

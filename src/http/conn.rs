@@ -17,6 +17,7 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::RawFd;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,7 +34,8 @@ use super::dispatch::{
     Upgraded,
 };
 use super::limits::{
-    BODY_CHUNK, BUFFER_BODY, BodyClock, Budget, DRAIN_MAX, DRAIN_TIME, Held, Limits, SMALL_BODY,
+    BODY_CHUNK, BUFFER_BODY, BodyClock, Budget, DRAIN_MAX, DRAIN_TIME, Held, LINGER_IDLE,
+    LINGER_TIME, Limits, SMALL_BODY,
 };
 use super::parse::{self, Framing, Head, Method, Reject};
 use super::response::{self, Wire};
@@ -95,6 +97,8 @@ struct Done {
     /// The app's head (for `{header}o`) and `{var}e` values.
     resp: Option<response::ResponseHead>,
     log_vars: Vec<(String, String)>,
+    /// Part of the request body was left unread: the client may still be sending it.
+    unread: bool,
 }
 
 impl Done {
@@ -105,6 +109,7 @@ impl Done {
             keep,
             resp: None,
             log_vars: Vec::new(),
+            unread: false,
         }
     }
 }
@@ -118,6 +123,8 @@ where
     let mut rbuf = BytesMut::with_capacity(8192);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut first = true;
+    // The client may still be sending when the server closes: linger before closing.
+    let mut linger = false;
     loop {
         let head = match read_head(&mut io, &mut rbuf, &mut out, &shared.limits, first).await {
             Ok(h) => h,
@@ -126,6 +133,7 @@ where
                 // After any responses still gathered for earlier pipelined requests.
                 reject(&shared, &info, None, &r);
                 super::errors::write(r.status, false, rbuf.starts_with(b"HEAD "), &mut out);
+                linger = true;
                 break;
             }
         };
@@ -137,6 +145,7 @@ where
             Err(r) => {
                 reject(&shared, &info, None, &r);
                 super::errors::write(r.status, false, was_head, &mut out);
+                linger = true;
                 break;
             }
         };
@@ -154,6 +163,7 @@ where
             return;
         }
         if !done.keep {
+            linger = done.unread || !rbuf.is_empty();
             break;
         }
     }
@@ -161,6 +171,56 @@ where
         let _ = io.write_all(&out).await;
     }
     let _ = io.shutdown().await;
+    if linger && !info.is_gone() {
+        linger_close(&mut io, &mut rbuf, info.fd).await;
+    }
+}
+
+/// Reads and discards what the client still sends (nginx's lingering close): closing a socket
+/// with unread bytes makes the kernel answer with a reset, which discards the part of the reply
+/// the client has not received yet. Ends as soon as the kernel has nothing of the reply left to
+/// deliver (then a reset loses nothing: a client that keeps reading ends it as soon as it has
+/// the reply, however fast it uploads), when the client closes, falls silent for
+/// [`LINGER_IDLE`], or after [`LINGER_TIME`] (a client that uploads and never reads).
+async fn linger_close<S: AsyncRead + Unpin>(io: &mut S, rbuf: &mut BytesMut, fd: Option<RawFd>) {
+    let start = Instant::now();
+    let until = start + LINGER_TIME;
+    let mut quiet_since = start;
+    loop {
+        if fd.is_some_and(|fd| undelivered(fd) == Some(0)) {
+            return;
+        }
+        rbuf.clear();
+        if rbuf.capacity() < 16384 {
+            rbuf.reserve(16384);
+        }
+        // Wakes up now and then to ask the kernel again while the client sends nothing.
+        let now = Instant::now();
+        let wait = (quiet_since + LINGER_IDLE)
+            .min(until)
+            .min(now + LINGER_POLL);
+        match timeout_at(wait, io.read_buf(rbuf)).await {
+            Ok(Ok(n)) if n > 0 => quiet_since = Instant::now(),
+            Ok(_) => return,
+            Err(_) => {
+                let now = Instant::now();
+                if now >= until || now >= quiet_since + LINGER_IDLE {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How often a lingering connection asks the kernel whether its reply is delivered.
+const LINGER_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Bytes written to socket `fd` that its peer has not acknowledged yet (`TIOCOUTQ`).
+fn undelivered(fd: RawFd) -> Option<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one int; `fd` is the connection's socket, open while it is served.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    (r == 0).then_some(n.max(0) as usize)
 }
 
 /// Logs a refused request once, at warning level, with the peer and the reason.
@@ -279,7 +339,11 @@ where
     let fail = |status: u16, reason: &'static str, out: &mut Vec<u8>| {
         reject(shared, info, Some(head), &Reject { status, reason });
         super::errors::write(status, false, head.method == Method::Head, out);
-        (Done::server(status, false), None)
+        let done = Done {
+            unread: head.framing != Framing::None,
+            ..Done::server(status, false)
+        };
+        (done, None)
     };
     let trusted = info.peer.trusted_by(&shared.forwarded);
     let scheme = if head.forwarded && trusted {
@@ -439,7 +503,11 @@ where
                 );
                 super::errors::write(s, false, head.method == Method::Head, &mut o);
                 let _ = wr.write_all(&o).await;
-                (Done::server(s, false), None)
+                let done = Done {
+                    unread: true,
+                    ..Done::server(s, false)
+                };
+                (done, None)
             }
             None => {
                 info.set_gone();
@@ -459,6 +527,7 @@ where
     if done.keep && !p.finish().await {
         done.keep = false;
     }
+    done.unread = !p.dec.is_done();
     (done, up)
 }
 
@@ -1069,6 +1138,7 @@ where
             keep,
             resp: Some(rh),
             log_vars,
+            unread: false,
         },
         None,
     )

@@ -33,6 +33,9 @@ pub struct ConnInfo {
     pub peer: Peer,
     pub remote: Option<Remote>,
     pub local: Arc<LocalAddr>,
+    /// The connection's socket, for asking the kernel what it has not delivered yet (lingering
+    /// close); `None` for a stream that is not a socket.
+    pub fd: Option<std::os::fd::RawFd>,
     gone: AtomicBool,
     gone_notify: Notify,
 }
@@ -50,8 +53,17 @@ impl ConnInfo {
             peer,
             remote,
             local,
+            fd: None,
             gone: AtomicBool::new(false),
             gone_notify: Notify::new(),
+        }
+    }
+
+    /// The same, for the socket `fd` (which outlives it).
+    pub fn with_fd(self, fd: std::os::fd::RawFd) -> ConnInfo {
+        ConnInfo {
+            fd: Some(fd),
+            ..self
         }
     }
 

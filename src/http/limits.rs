@@ -33,6 +33,14 @@ pub const DRAIN_MAX: u64 = 256 * 1024;
 pub const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// Request-body bytes a worker holds in memory at once, over all its connections.
 pub const WORKER_BODY_BUDGET: usize = 32 * 1024 * 1024;
+/// Lingering close (nginx's `lingering_close`): when the server closes a connection whose
+/// client may still be sending (an unread body, a refused head, pipelined bytes), it stops
+/// writing, then reads and discards what arrives for at most this long, so that closing with
+/// unread data (which makes the kernel send a reset and drop what was not yet delivered) does
+/// not cut the response short.
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+/// The longest silence while lingering.
+pub const LINGER_IDLE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
