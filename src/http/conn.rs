@@ -2,10 +2,16 @@
 //! the reply, and decide whether the connection can be kept — in a loop, for keep-alive and
 //! pipelining.
 //!
-//! Timeouts: a new connection gets `--header-timeout` for its first head; a kept-alive one waits
-//! `--keep-alive` for the next request's first byte (then closes silently) and then gets
-//! `--header-timeout` for the rest of that head (then `408`). A body is read under the deadline
-//! of [`BodyClock`] (`408` then close).
+//! Timeouts: a new connection gets `--header-timeout` from the accept for its first head; a
+//! kept-alive one waits `--keep-alive` for the next request's first byte (then closes silently)
+//! and then gets `--header-timeout` for the rest of that head (then `408`). A body is read under
+//! the deadline of [`BodyClock`] (`408` then close). Writes wait at most `--send-timeout` for the
+//! client to read (the stream is wrapped in [`super::send_timeout::SendTimeout`] by the worker).
+//!
+//! Memory: a head past [`HEAD_FREE`] bytes counts against the worker's head budget (503 when it
+//! is spent); body bytes against its body budget (see below); a connection closed while its
+//! client may still be sending lingers (reads and discards, bounded) so that the reply is not
+//! cut by a reset.
 //!
 //! Bodies: up to [`BUFFER_BODY`] bytes are read before the app is called (all of a body that
 //! small; bytes past [`SMALL_BODY`] within the worker's [`Budget`]), so a slow or stalled upload
@@ -34,8 +40,8 @@ use super::dispatch::{
     Upgraded,
 };
 use super::limits::{
-    BODY_CHUNK, BUFFER_BODY, BodyClock, Budget, DRAIN_MAX, DRAIN_TIME, Held, LINGER_IDLE,
-    LINGER_TIME, Limits, SMALL_BODY,
+    BODY_CHUNK, BUFFER_BODY, BodyClock, Budget, DRAIN_MAX, DRAIN_TIME, HEAD_FREE, Held,
+    LINGER_IDLE, LINGER_TIME, Limits, SMALL_BODY,
 };
 use super::parse::{self, Framing, Head, Method, Reject};
 use super::response::{self, Wire};
@@ -56,6 +62,8 @@ pub struct Shared<D> {
     pub forwarded: ForwardedAllowIps,
     pub access: Option<AccessLog>,
     pub budget: Arc<Budget>,
+    /// The per-worker budget of request-head bytes past [`HEAD_FREE`].
+    pub head_budget: Arc<Budget>,
     /// Requests finished (response sent or abandoned).
     pub requests: AtomicU64,
     /// Stop after this many requests (0: never); `retire` is notified when reached.
@@ -73,6 +81,7 @@ impl<D> Shared<D> {
             forwarded,
             access: None,
             budget: Budget::new(super::limits::WORKER_BODY_BUDGET),
+            head_budget: Budget::new(super::limits::WORKER_HEAD_BUDGET),
             requests: AtomicU64::new(0),
             max_requests: 0,
             retire: Notify::new(),
@@ -126,7 +135,8 @@ where
     // The client may still be sending when the server closes: linger before closing.
     let mut linger = false;
     loop {
-        let head = match read_head(&mut io, &mut rbuf, &mut out, &shared.limits, first).await {
+        let read = read_head(&mut io, &mut rbuf, &mut out, &shared, first).await;
+        let (head, _head_held) = match read {
             Ok(h) => h,
             Err(NoHead::Quiet) => break,
             Err(NoHead::Reject(r)) => {
@@ -223,35 +233,90 @@ fn undelivered(fd: RawFd) -> Option<usize> {
     (r == 0).then_some(n.max(0) as usize)
 }
 
-/// Logs a refused request once, at warning level, with the peer and the reason.
+/// Rejected requests logged per [`REJECT_LOG_WINDOW`]; more are counted, not logged (a flood of
+/// bad requests must not flood the log).
+const REJECT_LOG_MAX: u32 = 20;
+const REJECT_LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// (window start, logged in the window, not logged since the last line).
+static REJECT_LOG: std::sync::Mutex<(Option<std::time::Instant>, u32, u64)> =
+    std::sync::Mutex::new((None, 0, 0));
+
+/// Whether to log this rejection, and how many were not logged before it.
+fn reject_log_allowed() -> Option<u64> {
+    let mut g = REJECT_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let now = std::time::Instant::now();
+    match g.0 {
+        Some(t) if now.duration_since(t) < REJECT_LOG_WINDOW => {
+            if g.1 < REJECT_LOG_MAX {
+                g.1 += 1;
+                let n = g.2;
+                g.2 = 0;
+                Some(n)
+            } else {
+                g.2 += 1;
+                None
+            }
+        }
+        _ => {
+            let n = g.2;
+            *g = (Some(now), 1, 0);
+            Some(n)
+        }
+    }
+}
+
+/// Logs a refused request once, at warning level, with the peer and the reason (at most
+/// [`REJECT_LOG_MAX`] lines per [`REJECT_LOG_WINDOW`]; the next line says how many were not).
 fn reject<D>(shared: &Shared<D>, info: &ConnInfo, head: Option<&Head>, r: &Reject) {
     let _ = shared;
+    let Some(skipped) = reject_log_allowed() else {
+        return;
+    };
+    let more = match skipped {
+        0 => String::new(),
+        n => format!(" ({n} more rejected requests were not logged)"),
+    };
     let peer = match info.peer {
         crate::proxy::Peer::Tcp(a) => a.to_string(),
         crate::proxy::Peer::Unix => "unix socket".to_string(),
     };
     match head {
         Some(h) => tracing::warn!(
-            "Rejected request from {peer}: {} ({} {} {})",
+            "Rejected request from {peer}: {} ({} {} {}){more}",
             r.reason,
             r.status,
             h.method_str(),
             h.target_lossy()
         ),
-        None => tracing::warn!("Rejected request from {peer}: {} ({})", r.reason, r.status),
+        None => tracing::warn!(
+            "Rejected request from {peer}: {} ({}){more}",
+            r.reason,
+            r.status
+        ),
     }
 }
 
-/// Waits for and returns the next complete head.
-async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
+/// Waits for and returns the next complete head, with what it holds of the worker's head
+/// budget (kept until its request is done).
+async fn read_head<S: AsyncRead + AsyncWrite + Unpin, D>(
     io: &mut S,
     rbuf: &mut BytesMut,
     out: &mut Vec<u8>,
-    limits: &Limits,
+    shared: &Shared<D>,
     first: bool,
-) -> Result<Bytes, NoHead> {
+) -> Result<(Bytes, Option<Held>), NoHead> {
+    let limits = &shared.limits;
     let mut scanned = 0;
     let mut deadline = None;
+    let mut held: Option<Held> = None;
+    let mut held_n = 0;
+    if rbuf.capacity() > HEAD_FREE && rbuf.len() < HEAD_FREE {
+        // A large head or body went before: give its buffer back (idle connections keep little).
+        let mut small = BytesMut::with_capacity(8192.max(rbuf.len()));
+        small.extend_from_slice(rbuf);
+        *rbuf = small;
+    }
     loop {
         let skip = parse::leading_crlf(rbuf);
         if skip > 0 {
@@ -260,7 +325,7 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if !rbuf.is_empty() {
             match parse::find_end(rbuf, scanned, limits) {
-                Ok(Some(n)) => return Ok(rbuf.split_to(n).freeze()),
+                Ok(Some(n)) => return Ok((rbuf.split_to(n).freeze(), held)),
                 Ok(None) => scanned = rbuf.len(),
                 Err(r) => return Err(NoHead::Reject(r)),
             }
@@ -279,7 +344,12 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
                 deadline = Some(d);
                 d
             }
-            None if first => Instant::now() + limits.header_timeout,
+            None if first => {
+                // A new connection's time runs from the accept, not from its first byte.
+                let d = Instant::now() + limits.header_timeout;
+                deadline = Some(d);
+                d
+            }
             None => match limits.keep_alive {
                 Some(k) => Instant::now() + k,
                 None => return Err(NoHead::Quiet),
@@ -287,6 +357,26 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
         };
         if rbuf.capacity() - rbuf.len() < 1024 {
             rbuf.reserve(8192);
+        }
+        if rbuf.capacity() > HEAD_FREE + held_n {
+            // A large head: what it holds past HEAD_FREE comes from the worker's head budget.
+            let more = rbuf.capacity() - HEAD_FREE - held_n;
+            match shared.head_budget.try_take(more) {
+                Some(h) => {
+                    held_n += more;
+                    match &mut held {
+                        Some(all) => all.merge(h),
+                        None => held = Some(h),
+                    }
+                }
+                None => {
+                    return Err(NoHead::Reject(Reject {
+                        status: 503,
+                        reason: "large request head while the worker's memory for large heads \
+                                 is in use",
+                    }));
+                }
+            }
         }
         match timeout_at(wait_until, io.read_buf(rbuf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Err(NoHead::Quiet),
@@ -755,6 +845,13 @@ impl<R: AsyncRead + Unpin> Pump<'_, R> {
         loop {
             match self.dec.decode(self.rbuf, BODY_CHUNK) {
                 Ok(Step::Data(b)) => {
+                    // Small chunks already here go in one message (a body of 1-byte chunks
+                    // would otherwise cost a channel hand-off per byte).
+                    let b = if b.len() < BODY_CHUNK {
+                        coalesce(&mut self.dec, self.rbuf, b)
+                    } else {
+                        b
+                    };
                     // Counted against the worker's budget only once it is in memory; a
                     // connection waiting for its client holds nothing.
                     match self.budget.try_take(b.len()) {
@@ -836,6 +933,34 @@ impl<R: AsyncRead + Unpin> Pump<'_, R> {
                 _ => return false,
             }
         }
+    }
+}
+
+/// `first` and the body bytes that follow it in `rbuf`, up to [`BODY_CHUNK`], in one piece. Stops
+/// at anything but data (the end, an error, bytes still to come): the next decode reports it
+/// (the decoder consumes nothing when it fails).
+fn coalesce(dec: &mut Decoder, rbuf: &mut BytesMut, first: Bytes) -> Bytes {
+    let mut acc: Option<BytesMut> = None;
+    loop {
+        let have = acc.as_ref().map_or(first.len(), |a| a.len());
+        if have >= BODY_CHUNK {
+            break;
+        }
+        match dec.decode(rbuf, BODY_CHUNK - have) {
+            Ok(Step::Data(more)) => {
+                let a = acc.get_or_insert_with(|| {
+                    let mut a = BytesMut::with_capacity((first.len() + more.len()) * 2);
+                    a.extend_from_slice(&first);
+                    a
+                });
+                a.extend_from_slice(&more);
+            }
+            _ => break,
+        }
+    }
+    match acc {
+        Some(a) => a.freeze(),
+        None => first,
     }
 }
 

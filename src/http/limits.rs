@@ -33,6 +33,13 @@ pub const DRAIN_MAX: u64 = 256 * 1024;
 pub const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// Request-body bytes a worker holds in memory at once, over all its connections.
 pub const WORKER_BODY_BUDGET: usize = 32 * 1024 * 1024;
+/// Bytes of a request head (the read buffer while it arrives, the head while its request runs)
+/// a connection holds without asking the worker's head budget: any ordinary head fits.
+pub const HEAD_FREE: usize = 32 * 1024;
+/// Request-head bytes past [`HEAD_FREE`] a worker holds at once, over all its connections (the
+/// limits allow heads of ~800 KiB; without this, a few hundred unfinished ones cost hundreds of
+/// MiB). A head that would need more while it is spent is refused with 503.
+pub const WORKER_HEAD_BUDGET: usize = 16 * 1024 * 1024;
 /// Lingering close (nginx's `lingering_close`): when the server closes a connection whose
 /// client may still be sending (an unread body, a refused head, pipelined bytes), it stops
 /// writing, then reads and discards what arrives for at most this long, so that closing with

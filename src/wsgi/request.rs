@@ -258,25 +258,21 @@ fn method_str<'py>(py: Python<'py>, head: &Head) -> Bound<'py, PyString> {
     }
 }
 
-/// `SERVER_NAME` and `SERVER_PORT` (PEP 3333, as Gunicorn): from the Host header, else the
-/// authority of an absolute-form target, else the listener; the port defaults to the scheme's.
+/// `SERVER_NAME` and `SERVER_PORT` (PEP 3333, as Gunicorn): from the authority of an
+/// absolute-form target (RFC 9112 §3.2.2: it wins over Host), else the Host header, else the
+/// listener; the port defaults to the scheme's.
 fn server_name_port<'a>(
     head: &'a Head,
     scheme: &str,
     local: &LocalAddr,
 ) -> (Cow<'a, [u8]>, Cow<'a, [u8]>) {
     let default_port: &[u8] = if scheme == "https" { b"443" } else { b"80" };
-    let host = head.host().filter(|h| !h.is_empty()).or_else(|| {
-        let t = head.target();
-        let rest = t
-            .strip_prefix(b"http://")
-            .or_else(|| t.strip_prefix(b"https://"))?;
-        Some(
-            rest.split(|&b| b == b'/' || b == b'?')
-                .next()
-                .unwrap_or(b""),
-        )
-    });
+    let host = match head.target().first() {
+        Some(b'/') => None,
+        _ => parse::absolute_authority(head.target()),
+    }
+    .or_else(|| head.host())
+    .filter(|h| !h.is_empty());
     if let Some(host) = host {
         if let Some(rest) = host.strip_prefix(b"[")
             && let Some(close) = rest.iter().position(|&b| b == b']')
@@ -345,6 +341,19 @@ mod tests {
         assert_eq!(
             snp(&head("http://h.example:81/x", None)),
             ("h.example".into(), "81".into())
+        );
+        // RFC 9112 §3.2.2: the target's authority wins over Host; the scheme in any case.
+        assert_eq!(
+            snp(&head("http://evil.example:8080/x", Some("good.example"))),
+            ("evil.example".into(), "8080".into())
+        );
+        assert_eq!(
+            snp(&head("HTTP://h.example:81/x", None)),
+            ("h.example".into(), "81".into())
+        );
+        assert_eq!(
+            snp(&head("http://h.example", None)),
+            ("h.example".into(), "80".into())
         );
     }
 }
