@@ -7,6 +7,10 @@
 # (500 and 2500 keep-alive requests) and prints the difference per request, so interpreter
 # start-up and app import cancel out.
 #   LAYERS=1 bench/callgrind.sh ...      also the inclusive cost per request of each layer
+#   APP_DIR=bench/apps FERRICORN_ARGS="--virtualenv $PWD/bench/.venv" bench/callgrind.sh ahello:app /
+#                                        an app elsewhere, more flags (here: ASGI hello on uvloop;
+#                                        both threads of the worker are counted)
+#   FERRICORN_ARGS='--metrics-bind 127.0.0.1:0' bench/callgrind.sh ...   more server flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APP=${1:-hello:app}; P=${2:-/}
@@ -17,8 +21,9 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 # Functions whose inclusive cost is a layer of the request path (LTO inlines the rest into them).
 FUNCS='tokio::runtime::task::raw::poll|ferricorn::http::conn::exchange::\{\{closure\}\}|ferricorn::http::parse::parse|ferricorn::wsgi::WsgiApp::call|ferricorn::wsgi::request::Template::build|ferricorn::wsgi::request::Template::set_header|ferricorn::wsgi::start_response::StartResponse::__pymethod___call____|ferricorn::http::response::ResponseHead::push|ferricorn::http::response::encode|ferricorn::logging::access::AccessLog::emit|_PyEval_EvalFrameDefault \['
 run() {
-  (cd examples && PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.%p" \
-     "$BIN" -w 1 -b 127.0.0.1:$PORT --access-logfile '' "$APP" >"$OUT/log" 2>&1) &
+  # shellcheck disable=SC2086 # FERRICORN_ARGS is a list of flags
+  (cd "${APP_DIR:-examples}" && PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.%p" \
+     "$BIN" -w 1 -b 127.0.0.1:$PORT --access-logfile '' ${FERRICORN_ARGS:-} "$APP" >"$OUT/log" 2>&1) &
   local shell=$!
   for _ in $(seq 1 300); do grep -q "Ready:" "$OUT/log" 2>/dev/null && break; sleep 0.2; done
   local master; master=$(pgrep -P "$shell" | head -1)

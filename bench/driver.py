@@ -54,12 +54,19 @@ def _expected():
     json4k = importlib.import_module("json4k")
     stream = importlib.import_module("stream")
     sleep = importlib.import_module("sleep")
+    ahello = importlib.import_module("ahello")
+    asleep = importlib.import_module("asleep")
+    wsecho = importlib.import_module("wsecho")
     return {
         "hello": lambda body: body == hello.BODY,
         "json4k": lambda body: len(body) == json4k.SIZE and json.loads(body) == json4k.DATA,
         "stream": lambda body: body == stream.expected(),
         "echo": lambda body: body == ECHO_BODY,
         "sleep": lambda body: body == sleep.BODY,
+        "ahello": lambda body: body == ahello.BODY,
+        "asleep": lambda body: body == asleep.BODY,
+        # the HTTP answer of the WebSocket app (the echo itself is checked by wsload)
+        "wsecho": lambda body: body == wsecho.BODY,
     }
 
 
@@ -74,7 +81,19 @@ APPS = {
              "what": "POST of 64 KiB, read exactly CONTENT_LENGTH, echoed back"},
     "sleep": {"module": "sleep", "method": "GET", "conns": 256,
               "what": "time.sleep(0.010) per request (I/O-bound)"},
+    # ASGI apps (served by ferricorn, uvicorn, granian-asgi)
+    "ahello": {"module": "ahello", "method": "GET", "conns": 50, "interface": "asgi",
+               "what": "ASGI hello world, 13 bytes, Content-Length set"},
+    "asleep": {"module": "asleep", "method": "GET", "conns": 256, "interface": "asgi",
+               "what": "ASGI, await asyncio.sleep(0.010) per request (I/O-bound)"},
+    "wsecho": {"module": "wsecho", "method": "GET", "conns": 50, "interface": "asgi",
+               "what": "ASGI WebSocket echo of 16-byte text messages, one in flight per "
+                       "connection (bench/wsload.rs); rate is messages/s"},
 }
+
+
+def interface(app):
+    return APPS[app].get("interface", "wsgi")
 
 # --------------------------------------------------------------------------------------------
 # Servers: each returns the argv for (app module, address, whether this is the sleep app).
@@ -89,6 +108,9 @@ def _venv(name):
 def cmd_ferricorn(mod, addr, sleep):
     bind = f"127.0.0.1:{addr[1]}" if addr[0] == "tcp" else f"unix:{addr[1]}"
     argv = [FERRICORN, "-w", "1", "--access-logfile", "", "--chdir", APPS_DIR, "-b", bind]
+    if mod in ASGI_MODULES:
+        # The ASGI app is recognised as such; uvloop comes from the peers' venv.
+        argv += ["--virtualenv", os.path.join(BENCH, ".venv")]
     if sleep:
         argv += ["--threads", str(SLEEP_THREADS)]
     return argv + [f"{mod}:app"]
@@ -121,6 +143,21 @@ def cmd_granian(mod, addr, sleep):
 
 def cmd_granian_bt1(mod, addr, sleep):
     return _granian(mod, addr, ["--blocking-threads", str(SLEEP_THREADS if sleep else 1)])
+
+
+def cmd_uvicorn(mod, addr, sleep):
+    where = (["--host", "127.0.0.1", "--port", str(addr[1])] if addr[0] == "tcp"
+             else ["--uds", addr[1]])
+    return [_venv("uvicorn"), "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
+            "--no-access-log", "--log-level", "warning", "--lifespan", "off",
+            "--app-dir", APPS_DIR, *where, f"{mod}:app"]
+
+
+def cmd_granian_asgi(mod, addr, sleep):
+    where = (["--host", "127.0.0.1", "--port", str(addr[1])] if addr[0] == "tcp"
+             else ["--uds", addr[1]])
+    return [_venv("granian"), "--interface", "asgi", "--workers", "1", "--no-access-log",
+            "--loop", "uvloop", *where, f"{mod}:app"]
 
 
 def _uwsgi(mod, addr, sleep, socket_opt, extra):
@@ -164,7 +201,17 @@ SERVERS = {
     "uwsgi": (cmd_uwsgi, True, "pyuwsgi --master --processes 1 --http-socket (no keep-alive), --listen 1024; --threads 64 for sleep"),
     "bjoern": (cmd_bjoern, False, "bjoern.run(app, host, port): single-threaded, no threads for sleep"),
     "waitress": (cmd_waitress, False, "--threads 4 (64 and --connection-limit 512 for sleep)"),
+    "uvicorn": (cmd_uvicorn, False, "ASGI: --loop uvloop --http httptools --ws websockets, one process"),
+    "granian-asgi": (cmd_granian_asgi, True, "ASGI: --interface asgi --workers 1 --loop uvloop"),
 }
+
+# Which interfaces each server serves (ferricorn: both, by the app).
+SERVES = {name: {"wsgi"} for name in SERVERS}
+SERVES["ferricorn"] = {"wsgi", "asgi"}
+SERVES["uvicorn"] = {"asgi"}
+SERVES["granian-asgi"] = {"asgi"}
+ASGI_MODULES = {spec["module"] for spec in APPS.values() if spec.get("interface") == "asgi"}
+WSLOAD = os.path.join(ROOT, "target", "release", "examples", "wsload")
 
 # --------------------------------------------------------------------------------------------
 # Process handling: every server runs in its own session; all are killed on the way out.
@@ -229,6 +276,19 @@ def rss_kib(pid):
     except OSError:
         pass
     return None
+
+
+def cpu_ticks(pid):
+    """utime + stime of pid and its children (clock ticks)."""
+    total = 0
+    for q in [pid, *children(pid)]:
+        try:
+            with open(f"/proc/{q}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def worker_pid(p, forks):
@@ -354,6 +414,15 @@ def parse_oha(out):
     return res
 
 
+def parse_wsload(out):
+    d = json.loads(out.strip().splitlines()[-1])
+    res = {"errors": {}, "rps": d["rate"], "p50_ms": d["p50_ms"], "p99_ms": d["p99_ms"],
+           "requests": d["messages"]}
+    if d["errors"]:
+        res["errors"]["connections failed"] = d["errors"]
+    return res
+
+
 class Load:
     def __init__(self, tools, tmp):
         self.wrk = tools["wrk"]
@@ -375,6 +444,11 @@ class Load:
         spec = APPS[app]
         conns = str(spec["conns"])
         post = spec["method"] == "POST"
+        if app == "wsecho":
+            argv = [WSLOAD, "-c", conns, "-d", str(seconds)]
+            if addr[0] == "tcp":
+                return argv + [f"ws://127.0.0.1:{addr[1]}/"], parse_wsload
+            return argv + ["--unix", addr[1], "ws://localhost/"], parse_wsload
         if addr[0] == "tcp":
             argv = [self.wrk, "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
                     "--timeout", WRK_TIMEOUT]
@@ -453,8 +527,14 @@ def one_run(server, app, transport, rnd, load, checks, args, tmp, logdir):
                 status, _ = request(addr, spec["method"], body, timeout=60.0)
                 if status != 200:
                     raise RuntimeError(f"status {status} after the warm-up")
+            ticks = cpu_ticks(p.pid)
             res = load.run(app, addr, args.duration, log)
+            ticks = cpu_ticks(p.pid) - ticks
             rec.update(res)
+            if res.get("requests"):
+                # The server's CPU time per request (or message): steadier than req/s on a
+                # shared machine.
+                rec["cpu_us"] = ticks / os.sysconf("SC_CLK_TCK") * 1e6 / res["requests"]
             rec["rss_kib"] = rss_kib(worker_pid(p, forks))
             if p.poll() is not None:
                 raise RuntimeError(f"server exited with status {p.returncode} during the run")
@@ -516,6 +596,7 @@ def summarise(runs, servers):
             "ratio": med(ratios),
             "rss_kib": med(r.get("rss_kib") for r in rs),
             "startup_ms": med(r.get("startup_ms") for r in rs),
+            "cpu_us": med(r.get("cpu_us") for r in use),
             "failures": sorted({r["failure"] for r in rs if r.get("failure")}),
             "errors": [r["errors"] for r in rs if r.get("errors")],
         }
@@ -565,6 +646,15 @@ def evaluate_targets(summary):
         rows.append(("sleep 10 ms ≥ 90% of 6400 req/s", "no data", "not evaluated"))
     ratio_target("stream 1 MiB ≥ 1.0× granian", "stream", "granian", 1.0)
     ratio_target("echo 64 KiB ≥ 1.0× granian", "echo", "granian", 1.0)
+    ratio_target("ASGI hello ≥ 1.5× uvicorn", "ahello", "uvicorn", 1.5)
+    ratio_target("ASGI hello ≥ 1.0× granian-asgi", "ahello", "granian-asgi", 1.0)
+    ratio_target("WebSocket echo ≥ 1.0× granian-asgi", "wsecho", "granian-asgi", 1.0)
+    f = s("asleep", "ferricorn")
+    limit = 256 / 0.010
+    if f and f["rps"] is not None:
+        rows.append(("ASGI sleep 10 ms, c256 ≥ 90% of Little's-law 25,600 req/s",
+                     f"{f['rps']:,.0f} req/s = {f['rps'] / limit * 100:.1f}%",
+                     "met" if f["rps"] >= 0.9 * limit else "NOT met"))
     f, g = s("hello", "ferricorn"), s("hello", "gunicorn-sync")
     if f and g and f["rss_kib"] and g["rss_kib"]:
         r = f["rss_kib"] / g["rss_kib"]
@@ -607,8 +697,12 @@ def run_out(argv):
 def versions(tools):
     v = {"python": run_out([os.path.join(VENV_BIN, "python"), "--version"]).replace("Python ", "")}
     code = ("import importlib.metadata as m\n"
-            "for n in ('gunicorn','granian','pyuwsgi','bjoern','waitress'):\n"
-            "    print(n, m.version(n))")
+            "for n in ('gunicorn','granian','pyuwsgi','bjoern','waitress','uvicorn',"
+            "'httptools','uvloop','websockets'):\n"
+            "    try:\n"
+            "        print(n, m.version(n))\n"
+            "    except m.PackageNotFoundError:\n"
+            "        pass")
     for line in run_out([os.path.join(VENV_BIN, "python"), "-c", code]).splitlines():
         if " " in line:
             k, val = line.split(" ", 1)
@@ -650,6 +744,9 @@ def write_report(path, meta, summary, runs, apps, servers, transports):
           "(column *valid*) and fall back to all rounds, marked ⚠, when none is valid.",
           "- req/s, p50, p99: medians over rounds. *ferricorn ÷ server*: median over rounds of "
           "ferricorn's req/s divided by the server's in the same round.",
+          "- CPU µs/req: user + system CPU time of the server's processes during the timed run, "
+          "divided by the requests (messages for wsecho) served; on a shared machine it moves "
+          "less than req/s.",
           "- RSS: VmRSS of the worker process after the timed run (the master's child for "
           "ferricorn, gunicorn, granian, uWSGI; the process itself for bjoern and waitress).",
           "- Start-up: from spawning the server to its first successful response (polled every 10 ms).",
@@ -659,17 +756,17 @@ def write_report(path, meta, summary, runs, apps, servers, transports):
           "|---|---|---|"]
     for s in servers:
         build, _, note = SERVERS[s]
-        argv = build("hello", ("tcp", "PORT"), False)
+        argv = build("hello" if "wsgi" in SERVES[s] else "ahello", ("tcp", "PORT"), False)
         cmd = " ".join(shlex.quote(os.path.relpath(x, ROOT) if x.startswith(ROOT) else x)
                        for x in argv)
         L.append(f"| {s} | {note} | `{cmd}` |")
     for a in apps:
         L += ["", f"## {a} — {APPS[a]['what']}", ""]
         for t in transports:
-            tool = "wrk" if t == "tcp" else "oha"
+            tool = "wsload" if a == "wsecho" else "wrk" if t == "tcp" else "oha"
             L += [f"**{'TCP' if t == 'tcp' else 'unix socket'}** ({tool}, c{APPS[a]['conns']})", "",
-                  "| server | req/s (median) | p50 | p99 | ferricorn ÷ server | valid |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| server | req/s (median) | p50 | p99 | ferricorn ÷ server | CPU µs/req | valid |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
             for s in servers:
                 x = summary.get((a, t, s))
                 if not x:
@@ -678,8 +775,9 @@ def write_report(path, meta, summary, runs, apps, servers, transports):
                 ratio = "—" if x["ratio"] is None else f"{x['ratio']:.2f}×"
                 if s == "ferricorn":
                     ratio = "1"
+                cpu = "—" if x.get("cpu_us") is None else f"{x['cpu_us']:.0f}"
                 L.append(f"| {s} | {fmt_num(x['rps'])}{warn} | {fmt_ms(x['p50_ms'])} | "
-                         f"{fmt_ms(x['p99_ms'])} | {ratio} | {x['valid']}/{x['rounds']} |")
+                         f"{fmt_ms(x['p99_ms'])} | {ratio} | {cpu} | {x['valid']}/{x['rounds']} |")
             notes = []
             for s in servers:
                 x = summary.get((a, t, s))
@@ -705,7 +803,10 @@ def write_report(path, meta, summary, runs, apps, servers, transports):
             L.append(f"| {s} | {statistics.median(xs):.0f} | {min(xs):.0f} | {max(xs):.0f} | {len(xs)} |")
     L += ["", "## Targets (TCP / wrk medians of this run)", "",
           "| target | measured | verdict |", "|---|---|---|"]
-    L += [f"| {a} | {b} | {c} |" for a, b, c in evaluate_targets(summary)]
+    rows = evaluate_targets(summary)
+    if set(apps) != set(APPS):
+        rows = [r for r in rows if r[1] != "no data"]  # targets of apps this run left out
+    L += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     L += ["", "## Notes", "",
           "- bjoern and gunicorn sync serve one request at a time: on the sleep app they are "
           "bounded by 100 req/s, whatever the concurrency.",
@@ -764,7 +865,8 @@ def main():
     tools = {"wrk": shutil.which(args.wrk) or args.wrk, "oha": shutil.which(args.oha) or args.oha}
     for need in ([tools["wrk"]] if "tcp" in transports else []) + (
             [tools["oha"]] if "unix" in transports else []) + (
-            [FERRICORN] if "ferricorn" in servers else []):
+            [FERRICORN] if "ferricorn" in servers else []) + (
+            [WSLOAD] if "wsecho" in apps else []):
         if not (os.path.isfile(need) and os.access(need, os.X_OK)):
             sys.exit(f"driver: {need} not found (run bench/run.sh, which installs it)")
 
@@ -774,7 +876,8 @@ def main():
     logdir = os.path.join(BENCH, ".logs", stamp)
     os.makedirs(logdir, exist_ok=True)
     checks = _expected()
-    total = len(apps) * len(transports) * args.rounds * len(servers)
+    total = sum(1 for a in apps for s in servers if interface(a) in SERVES[s]) * len(
+        transports) * args.rounds
     est = total * (args.duration + args.warmup + 2)
     print(f"driver: {total} runs ({len(servers)} servers × {len(apps)} apps × {len(transports)} "
           f"transports × {args.rounds} rounds), about {est / 60:.0f} min; logs in {logdir}",
@@ -793,6 +896,8 @@ def main():
             for transport in transports:
                 for rnd in range(1, args.rounds + 1):
                     for server in servers:
+                        if interface(app) not in SERVES[server]:
+                            continue
                         n += 1
                         rec = one_run(server, app, transport, rnd, load, checks, args, tmp, logdir)
                         runs.append(rec)

@@ -5,6 +5,8 @@
 #   bench/run.sh                  # full run: 3 rounds of 10 s (about an hour on 2 cores)
 #   bench/run.sh --quick          # smoke run: 1 round of 3 s
 #   bench/run.sh --rounds 5 --duration 15 --only hello,json4k --servers ferricorn,granian
+#   bench/run.sh --only ahello,asleep,wsecho --servers ferricorn,uvicorn,granian-asgi \
+#       --out bench/ASGI.md --json bench/asgi.json      # the ASGI apps and servers
 #   bench/run.sh slowclient       # the slow-client scenario (bench/slowclient.py) instead
 #
 # Every option is passed to bench/driver.py (see `python3 bench/driver.py --help`), or after
@@ -21,6 +23,12 @@ PEERS=(
   pyuwsgi==2.0.30.post1
   bjoern==3.2.2
   waitress==3.0.2
+  # ASGI: uvicorn with httptools and uvloop (and websockets for its WebSocket support);
+  # granian above serves ASGI too (--interface asgi). ferricorn takes uvloop from here.
+  uvicorn==0.54.0
+  httptools==0.9.0
+  uvloop==0.23.0
+  websockets==17.4
 )
 OHA_VERSION=1.16.0
 
@@ -55,8 +63,9 @@ if [ ! -x bench/.tools/bin/oha ]; then
 fi
 bench/.tools/bin/oha --version
 
-log "ferricorn (release build)"
+log "ferricorn (release build) and the WebSocket load generator (bench/wsload.rs)"
 cargo build --release
+cargo build --release --example wsload
 target/release/ferricorn --version
 
 if [ "${1:-}" = slowclient ]; then

@@ -87,6 +87,7 @@ fn request(raw: &Bytes, body: Body, conn: &Arc<ConnInfo>) -> Request {
         body,
         conn: conn.clone(),
         scheme: "http",
+        trusted: true,
     }
 }
 

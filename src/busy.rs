@@ -19,10 +19,28 @@ impl Busy {
         }
     }
 
-    /// Marks `slot` busy until the guard is dropped.
+    /// Marks `slot` busy until the guard is dropped (and counts the thread busy in the
+    /// metrics meanwhile).
     pub fn enter(&self, slot: usize) -> BusyGuard<'_> {
         self.slots[slot].store(monotonic_ns(), Ordering::Relaxed);
-        BusyGuard { busy: self, slot }
+        BusyGuard {
+            busy: self,
+            slot,
+            _gauge: crate::metrics::Gauge::hold(crate::metrics::Held::PythonBusy),
+        }
+    }
+
+    /// Marks `slot` busy since `since_ns` (monotonic) unless it is busy already: for a thread
+    /// that is asked whether it answers rather than marking itself (an ASGI event loop, which
+    /// is pinged and counts as busy from the ping until it answers).
+    pub fn mark_since(&self, slot: usize, since_ns: u64) {
+        let _ =
+            self.slots[slot].compare_exchange(0, since_ns, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Marks `slot` idle.
+    pub fn clear(&self, slot: usize) {
+        self.slots[slot].store(0, Ordering::Relaxed);
     }
 
     /// Marks `slot` idle until the guard is dropped, and busy again from that moment: time a
@@ -47,6 +65,7 @@ impl Busy {
 pub struct BusyGuard<'a> {
     busy: &'a Busy,
     slot: usize,
+    _gauge: crate::metrics::Gauge,
 }
 
 impl Drop for BusyGuard<'_> {

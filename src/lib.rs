@@ -1,12 +1,14 @@
-//! ferricorn: a systemd-native application server for Python WSGI apps.
+//! ferricorn: a systemd-native application server for Python WSGI and ASGI apps.
 //!
 //! Process model (see README "Architecture"): a single-threaded `master` binds the listeners and
 //! forks `worker` processes; each worker runs our own HTTP/1.1 layer on tokio (`http`, no Python)
-//! that hands requests through its dispatch seam to CPython (`python`, `wsgi`, `pool`). The same
+//! that hands requests through its dispatch seam to CPython (`python`, `wsgi`, `pool`; `asgi`
+//! for ASGI apps, on an asyncio loop thread). The same
 //! code runs as the `ferricorn` binary (which embeds CPython) and as the wheel's extension module
 //! (`extension`), run by the user's interpreter.
 
 pub mod alloc;
+pub mod asgi;
 pub mod busy;
 pub mod checks;
 pub mod cli;
@@ -20,7 +22,9 @@ pub mod http;
 pub mod ipc;
 pub mod logging;
 pub mod master;
+pub mod metrics;
 pub mod notify;
+pub mod observe;
 pub mod pidfile;
 pub mod privileges;
 pub mod proctitle;
@@ -28,6 +32,7 @@ pub mod proxy;
 pub mod python;
 pub mod reloader;
 pub mod sockets;
+pub mod statsd;
 pub mod units;
 pub mod usage;
 pub mod worker;

@@ -19,19 +19,17 @@ use tokio::sync::{Notify, Semaphore};
 use crate::busy::Busy;
 use crate::coalesce::Coalesced;
 use crate::config::Config;
-use crate::http::dispatch::ConnInfo;
+use crate::http::dispatch::{ConnInfo, Dispatch};
 use crate::http::send_timeout::SendTimeout;
 use crate::http::{Limits, Shared};
 use crate::ipc::{self, Msg};
 use crate::logging::access::AccessLog;
 use crate::privileges::Identity;
 use crate::proxy::Peer;
+use crate::proxy::{ForwarderHeaders, SchemeHeaders};
 use crate::sockets::{Listener, LocalAddr};
 use crate::wsgi::pool::Pool;
 use crate::wsgi::{WsgiApp, WsgiDispatch};
-
-/// What a worker's connections share.
-type Service = Shared<WsgiDispatch>;
 
 pub use crate::exit::{EXIT_APP_LOAD, EXIT_BOOT_ERROR};
 
@@ -64,6 +62,8 @@ pub fn run(s: Spawn<'_>) -> i32 {
         Some(&nix::sys::signal::SigSet::empty()),
         None,
     );
+    // Its own statsd socket first: the master's, which the next lines close, is let go.
+    open_statsd(s.cfg);
     for fd in &s.close_fds {
         let _ = nix::unistd::close(*fd);
     }
@@ -168,9 +168,11 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     }
     install_faulthandler();
     crate::hooks::install_abort(cfg);
+    let import_start = std::time::Instant::now();
     let loaded = match crate::python::preloaded_app() {
         Some(app) => Ok(app),
-        None => crate::python::load_app(cfg.app_spec()),
+        None => crate::python::load_app(cfg.app_spec())
+            .inspect(|_| crate::metrics::app_imported(import_start.elapsed())),
     };
     let app = match loaded {
         Ok(a) => a,
@@ -181,6 +183,14 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
                 tracing::error!("Exception in worker process\n{}", e.traceback.trim_end());
             }
             s.ipc.send(&Msg::BootFailed(e.reason));
+            return EXIT_APP_LOAD;
+        }
+    };
+    let asgi = match crate::asgi::wants_asgi(cfg, &app) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("{e}");
+            s.ipc.send(&Msg::BootFailed(e));
             return EXIT_APP_LOAD;
         }
     };
@@ -208,6 +218,13 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
         .as_ref()
         .map(|a| a.format.environ_vars())
         .unwrap_or_default();
+    let max_requests = match cfg.max_requests {
+        0 => 0,
+        n => n + fastrand::u64(0..=cfg.max_requests_jitter),
+    };
+    if asgi {
+        return serve_asgi(s, app, access, max_requests);
+    }
     let threads = cfg.threads as usize;
     let wsgi =
         match Python::attach(|py| WsgiApp::new(py, app, threads > 1, cfg.workers > 1, log_keys)) {
@@ -217,6 +234,7 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
                 {
                     w.request_hooks = Some(Arc::new(cfg.clone()));
                 }
+                w.set_forwarder_headers(ForwarderHeaders::new(&cfg.forwarder_headers));
                 Arc::new(w)
             }
             Err(e) => {
@@ -229,21 +247,72 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
     // Slot 0 is the event-loop thread (inline calls), 1..=threads the pool.
     let busy = Arc::new(Busy::new(threads + 1));
     let pool = Pool::start(threads, wsgi.clone(), busy.clone(), 1);
-    let max_requests = match cfg.max_requests {
-        0 => 0,
-        n => n + fastrand::u64(0..=cfg.max_requests_jitter),
-    };
     let dispatch = WsgiDispatch {
         app: wsgi,
         pool,
         slots: Arc::new(Semaphore::new(threads)),
         inline: threads == 1,
-        busy,
+        busy: busy.clone(),
     };
     let mut shared = Shared::new(dispatch, limits(cfg), cfg.forwarded());
     shared.access = access;
     shared.max_requests = max_requests;
-    let service = Arc::new(shared);
+    configure(&mut shared, cfg);
+    run_service(s, Arc::new(shared), busy, None)
+}
+
+/// The rest of an ASGI worker's boot: its event loop thread and the lifespan startup (a failed
+/// startup is a failed boot, exit 4), then the same serving loop as WSGI.
+fn serve_asgi(s: &Spawn<'_>, app: Py<PyAny>, access: Option<AccessLog>, max_requests: u64) -> i32 {
+    let cfg = s.cfg;
+    let opts = crate::asgi::Options::from_config(cfg);
+    // Slot 0: the event loop thread (busy while it does not answer a ping).
+    let busy = Arc::new(Busy::new(1));
+    let engine = match crate::asgi::Engine::start(app, &opts, busy.clone(), 0) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("{e}");
+            s.ipc.send(&Msg::BootFailed(e));
+            return EXIT_BOOT_ERROR;
+        }
+    };
+    if let Err(e) = engine.startup(opts.lifespan) {
+        tracing::error!("Exception in worker process: ASGI lifespan startup failed: {e}");
+        let first = e.lines().next().unwrap_or("").to_string();
+        s.ipc.send(&Msg::BootFailed(format!(
+            "ASGI lifespan startup failed: {first}"
+        )));
+        return EXIT_APP_LOAD;
+    }
+    let mut shared = Shared::new(engine.dispatch(), limits(cfg), cfg.forwarded());
+    shared.access = access;
+    shared.max_requests = max_requests;
+    configure(&mut shared, cfg);
+    run_service(s, Arc::new(shared), busy, Some(engine))
+}
+
+/// What the connection layer does besides dispatching, the same for WSGI and ASGI: the health
+/// path, the PROXY protocol, the proxy headers, the per-request observers (statsd).
+fn configure<D>(s: &mut Shared<D>, cfg: &Config) {
+    s.health_path = cfg.health_path.as_ref().map(|p| p.as_bytes().into());
+    s.proxy_protocol = proxy_protocol(cfg);
+    s.scheme_headers = SchemeHeaders::new(
+        cfg.secure_scheme_headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    s.forwarder = ForwarderHeaders::new(&cfg.forwarder_headers);
+    if let Some(statsd) = crate::statsd::installed() {
+        s.observers.push(statsd);
+    }
+}
+
+fn run_service<D: Dispatch>(
+    s: &Spawn<'_>,
+    service: Arc<Shared<D>>,
+    busy: Arc<Busy>,
+    asgi: Option<crate::asgi::Engine>,
+) -> i32 {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -254,10 +323,33 @@ fn boot_and_serve(s: &Spawn<'_>) -> i32 {
             return EXIT_BOOT_ERROR;
         }
     };
-    let code = rt.block_on(serve(cfg, s.listeners, s.ipc, service));
-    crate::hooks::worker_exit(cfg);
+    let code = rt.block_on(serve(s.cfg, s.listeners, s.ipc, service, busy, asgi));
+    crate::hooks::worker_exit(s.cfg);
     finalize_python();
     code
+}
+
+/// This worker's own statsd socket (`--statsd-host`), also counting its log lines; the one
+/// inherited from the master is let go.
+fn open_statsd(cfg: &Config) {
+    let s = cfg.statsd_host.as_deref().and_then(|host| {
+        crate::statsd::Statsd::open(host, &cfg.statsd_prefix, &cfg.dogstatsd_tags)
+            .map_err(|e| tracing::debug!("no statsd metrics from this worker: {e}"))
+            .ok()
+            .map(Arc::new)
+    });
+    crate::statsd::install(s);
+}
+
+/// `--proxy-protocol` and `--proxy-allow-from` for the connection layer.
+fn proxy_protocol(cfg: &Config) -> crate::http::proxy_protocol::Accept {
+    use crate::config::ProxyProtocol as P;
+    crate::http::proxy_protocol::Accept {
+        v1: matches!(cfg.proxy_protocol, P::V1 | P::Auto),
+        v2: matches!(cfg.proxy_protocol, P::V2 | P::Auto),
+        allow: crate::proxy::ForwardedAllowIps::parse(&cfg.proxy_allow_ips)
+            .expect("validated at load"),
+    }
 }
 
 /// The request limits of this config (`--limit-request-*`, the timeouts).
@@ -385,12 +477,15 @@ impl Connections {
     }
 }
 
-async fn serve(
+async fn serve<D: Dispatch>(
     cfg: &Config,
     listeners: &[&Listener],
     ipc: &ipc::Sender,
-    service: Arc<Service>,
+    service: Arc<Shared<D>>,
+    busy: Arc<Busy>,
+    asgi: Option<crate::asgi::Engine>,
 ) -> i32 {
+    let asgi = asgi.map(Arc::new);
     let conns = Arc::new(Connections {
         limit: cfg.worker_connections.max(1) as usize,
         ..Connections::default()
@@ -427,13 +522,18 @@ async fn serve(
     let beat = {
         let service = service.clone();
         let ipc_fd = ipc.raw_fd();
+        let asgi = asgi.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(heartbeat);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                if let Some(a) = &asgi {
+                    // A loop that does not answer is busy from this ping on (--timeout).
+                    a.ping();
+                }
                 let msg = Msg::Heartbeat {
-                    busy_since: service.dispatch.busy.oldest(),
+                    busy_since: busy.oldest(),
                     requests: service.requests.load(Ordering::Relaxed),
                 };
                 ipc::Sender::send_on(ipc_fd, &msg);
@@ -463,14 +563,34 @@ async fn serve(
     // end at their keep-alive timeout. Closing them at once instead would race with a client
     // sending its next request on them, and that request would fail.
     service.draining.store(true, Ordering::SeqCst);
+    let drain_start = tokio::time::Instant::now();
     for a in accepts {
         a.abort();
         let _ = a.await;
+    }
+    // This process's own references to the listening sockets (inherited from the master) go
+    // too: while any process holds one, the kernel keeps completing connections into its
+    // backlog that no one will accept, and they are reset only when the last worker exits.
+    // (Never used again here, and never closed twice: a worker leaves through `_exit`.)
+    for l in listeners {
+        // SAFETY: closing a descriptor this process inherited and no longer uses.
+        unsafe { libc::close(l.raw_fd()) };
     }
     tokio::select! {
         _ = conns.drained() => {}
         _ = quit.recv() => fast_exit(cfg),
         _ = int.recv() => fast_exit(cfg),
+    }
+    if let Some(a) = &asgi {
+        // Open WebSockets get --graceful-timeout (less half a second, so that their close
+        // frame goes out before a stopping master's SIGKILL), then the lifespan shutdown.
+        let graceful = Duration::from_secs(cfg.graceful_timeout);
+        let deadline = drain_start + graceful.saturating_sub(Duration::from_millis(500));
+        tokio::select! {
+            _ = a.drain(deadline, graceful.max(Duration::from_secs(1))) => {}
+            _ = quit.recv() => fast_exit(cfg),
+            _ = int.recv() => fast_exit(cfg),
+        }
     }
     beat.abort();
     tracing::info!("Worker exiting (pid: {})", std::process::id());
@@ -525,10 +645,10 @@ impl AcceptErrors {
     }
 }
 
-fn accept_loop(
+fn accept_loop<D: Dispatch>(
     fd: OwnedFd,
     local: LocalAddr,
-    service: Arc<Service>,
+    service: Arc<Shared<D>>,
     conns: Arc<Connections>,
 ) -> std::io::Result<AcceptTask> {
     let local = Arc::new(local);

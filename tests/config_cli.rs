@@ -216,9 +216,6 @@ fn worker_classes_other_than_ours_are_refused_by_name() {
             "gunicorn.workers.ggevent.GeventWorker",
             "no gevent worker; use --threads N",
         ),
-        ("asgi", "ASGI support is coming"),
-        ("uvicorn.workers.UvicornWorker", "ASGI support is coming"),
-        ("uvicorn_worker.UvicornWorker", "ASGI support is coming"),
         (
             "myproject.workers.Special",
             "`myproject.workers.Special` cannot be used",
@@ -228,6 +225,15 @@ fn worker_classes_other_than_ours_are_refused_by_name() {
         assert!(e.contains(want), "-k {class}: {e}");
         let e = refused(dir.path(), None, &["--worker-class", class, "hello:app"]);
         assert!(e.contains(want), "--worker-class {class}: {e}");
+    }
+    // The ASGI classes are ferricorn's ASGI worker (issue 15).
+    for class in [
+        "asgi",
+        "uvicorn.workers.UvicornWorker",
+        "uvicorn_worker.UvicornWorker",
+    ] {
+        let p = printed(dir.path(), None, &[], &["-k", class, "hello:app"]);
+        assert_eq!(value_of(&p, "worker-class"), format!("\"{class}\""));
     }
     // In a config file, under Gunicorn's name, with the file and line.
     std::fs::write(

@@ -154,7 +154,10 @@ fn sample(name: &str, spec: &Spec) -> (Option<String>, toml::Value) {
         "secure_scheme_headers" => {
             let mut t = toml::Table::new();
             t.insert("X-FORWARDED-PROTO".into(), "https".into());
-            return (None, toml::Value::Table(t));
+            return (
+                Some("X-FORWARDED-PROTO=https".into()),
+                toml::Value::Table(t),
+            );
         }
         "logconfig_dict" => {
             let mut t = toml::Table::new();

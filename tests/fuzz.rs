@@ -7,6 +7,10 @@
 //! parse as well-formed HTTP/1.1 responses (the strict test client), no connection may hang,
 //! and the worker must be the same process at the end, with no panic in its log.
 //!
+//! The same with PROXY protocol headers (v1 lines, v2 headers, valid and mutated) in front of the
+//! requests, against a server with `--proxy-protocol auto`: a header the server refuses closes
+//! the connection without a byte; a valid one is followed by the request as usual.
+//!
 //! More by hand: `FERRICORN_FUZZ_COUNT=4000 cargo test --release --test fuzz -- --nocapture`.
 
 mod common;
@@ -119,6 +123,21 @@ struct Tally {
     absorbed: AtomicUsize,
 }
 
+/// What follows a PROXY header at the start of `raw` (all of `raw` without one).
+fn after_proxy_header(raw: &[u8]) -> &[u8] {
+    if raw.starts_with(b"PROXY ") {
+        return match raw.windows(2).position(|w| w == b"\r\n") {
+            Some(i) => &raw[i + 2..],
+            None => raw,
+        };
+    }
+    if raw.starts_with(b"\r\n\r\n\0\r\nQUIT\n") && raw.len() >= 16 {
+        let len = u16::from_be_bytes([raw[14], raw[15]]) as usize;
+        return raw.get(16 + len..).unwrap_or(raw);
+    }
+    raw
+}
+
 /// Runs one input and its probe; `Err` describes a violation.
 fn run_one(addr: &Addr, n: usize, raw: &[u8], tally: &Tally) -> Result<(), String> {
     let show = || String::from_utf8_lossy(raw).into_owned();
@@ -132,7 +151,7 @@ fn run_one(addr: &Addr, n: usize, raw: &[u8], tally: &Tally) -> Result<(), Strin
     {
         return Err(format!("send: {e}"));
     }
-    let mut method = if raw.starts_with(b"HEAD ") {
+    let mut method = if after_proxy_header(raw).starts_with(b"HEAD ") {
         "HEAD"
     } else {
         "GET"
@@ -182,8 +201,56 @@ fn run_one(addr: &Addr, n: usize, raw: &[u8], tally: &Tally) -> Result<(), Strin
     Err(format!("more than 8 responses to {:?}", show()))
 }
 
-#[test]
-fn mutated_requests_never_desync_a_connection_or_kill_a_worker() {
+/// A PROXY protocol header: a valid v1 line or v2 header, often mutated, sometimes random.
+fn proxy_header(rng: &mut fastrand::Rng) -> Vec<u8> {
+    const V1: [&str; 4] = [
+        "PROXY TCP4 203.0.113.7 198.51.100.2 40001 443\r\n",
+        "PROXY TCP6 2001:db8::7 ::1 5 80\r\n",
+        "PROXY UNKNOWN\r\n",
+        "PROXY UNKNOWN ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n",
+    ];
+    let mut v = if rng.bool() {
+        V1[rng.usize(..V1.len())].as_bytes().to_vec()
+    } else {
+        let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        let (cmd, fam, len) = [
+            (0x21u8, 0x11u8, 12usize),
+            (0x21, 0x21, 36),
+            (0x20, 0, 0),
+            (0x21, 0x31, 216),
+        ][rng.usize(..4)];
+        let tlvs = rng.usize(..3) * 4;
+        h.extend_from_slice(&[cmd, fam]);
+        h.extend_from_slice(&((len + tlvs) as u16).to_be_bytes());
+        h.extend((0..len).map(|_| rng.u8(..)));
+        for _ in 0..tlvs / 4 {
+            h.extend_from_slice(&[0x02, 0x00, 0x01, b'x']);
+        }
+        h
+    };
+    if rng.bool() {
+        return v; // unmutated
+    }
+    for _ in 0..rng.usize(1..3) {
+        if v.is_empty() {
+            break;
+        }
+        let at = rng.usize(..v.len());
+        match rng.u8(..5) {
+            0 => v[at] ^= 1 << rng.u8(..8),
+            1 => v[at] = INTERESTING[rng.usize(..INTERESTING.len())],
+            2 => v.truncate(at),
+            3 => {
+                let end = (at + rng.usize(1..8)).min(v.len());
+                v.drain(at..end);
+            }
+            _ => v.insert(at, rng.u8(..)),
+        }
+    }
+    v
+}
+
+fn fuzz_count_and_seed() -> (usize, u64) {
     let count: usize = std::env::var("FERRICORN_FUZZ_COUNT")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -192,19 +259,51 @@ fn mutated_requests_never_desync_a_connection_or_kill_a_worker() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed_f00d);
-    let (server, addr) = start(&[
-        "--threads",
-        "2",
-        "--header-timeout",
-        "1",
-        "--body-timeout",
-        "1",
-        "--keep-alive",
-        "2",
-        "--timeout",
-        "60",
-    ]);
-    let worker = worker_pid(&server, &addr);
+    (count, seed)
+}
+
+const FUZZ_SERVER: [&str; 10] = [
+    "--threads",
+    "2",
+    "--header-timeout",
+    "1",
+    "--body-timeout",
+    "1",
+    "--keep-alive",
+    "2",
+    "--timeout",
+    "60",
+];
+
+#[test]
+fn mutated_requests_never_desync_a_connection_or_kill_a_worker() {
+    let (count, seed) = fuzz_count_and_seed();
+    let (server, addr) = start(&FUZZ_SERVER);
+    fuzz(&server, &addr, count, seed, input);
+}
+
+#[test]
+fn proxy_protocol_headers_before_mutated_requests() {
+    let (count, seed) = fuzz_count_and_seed();
+    let mut args = FUZZ_SERVER.to_vec();
+    args.extend(["--proxy-protocol", "auto"]);
+    let (server, addr) = start(&args);
+    fuzz(&server, &addr, count, seed ^ 0x9090, |rng| {
+        let mut v = proxy_header(rng);
+        v.extend(input(rng));
+        v
+    });
+}
+
+/// Runs `count` inputs from `make` on 6 threads; no violation, the worker still the same.
+fn fuzz(
+    server: &common::server::Server,
+    addr: &Addr,
+    count: usize,
+    seed: u64,
+    make: fn(&mut fastrand::Rng) -> Vec<u8>,
+) {
+    let worker = worker_pid(server, addr);
     let tally = Arc::new(Tally::default());
     const THREADS: usize = 6;
     let failures: Vec<String> = (0..THREADS)
@@ -215,7 +314,7 @@ fn mutated_requests_never_desync_a_connection_or_kill_a_worker() {
                 let mut rng = fastrand::Rng::with_seed(seed ^ (t as u64).wrapping_mul(0x9e37));
                 let mut fails = Vec::new();
                 for i in (t..count).step_by(THREADS) {
-                    let raw = input(&mut rng);
+                    let raw = make(&mut rng);
                     if let Err(e) = run_one(&addr, i, &raw, &tally) {
                         fails.push(format!("input {i}: {e}"));
                     }
@@ -242,11 +341,7 @@ fn mutated_requests_never_desync_a_connection_or_kill_a_worker() {
         failures[..failures.len().min(10)].join("\n"),
         server.report()
     );
-    assert_eq!(
-        worker_pid(&server, &addr),
-        worker,
-        "the worker was replaced"
-    );
+    assert_eq!(worker_pid(server, addr), worker, "the worker was replaced");
     let err = server.stderr();
     assert!(
         !err.contains("panicked") && !err.contains("Worker exited"),

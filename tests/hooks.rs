@@ -355,6 +355,9 @@ fn raising(hook: &str, args: &str) -> String {
 }
 
 fn assert_traceback(s: &Server, hook: &str) {
+    // The worker logs before it answers, but the harness reads its stderr on a thread of its
+    // own, which can lag behind the reply on a loaded machine.
+    s.wait_for_stderr(&format!("ValueError: {hook} is broken"), T);
     let err = s.stderr();
     assert!(
         err.contains(&format!("Exception in {hook} hook")),

@@ -1,12 +1,19 @@
 //! The connection state machine: pipelined requests answered in order (with bodies, chunked,
-//! and with a slow first request on a pool thread), HTTP/1.0 keep-alive and close-delimited
-//! streaming, `--keep-alive 0`.
+//! and with a slow first request on a pool thread), keep-alive reuse of one connection by one
+//! worker (issue 2, acceptance 1), HTTP/1.0 keep-alive and close-delimited streaming,
+//! `--keep-alive 0`; and when responses are written: on TCP those ready in the same pass of the
+//! event loop go out together, on a unix socket each as soon as it is ready.
 
 mod common;
 mod http_support;
 
-use std::time::Duration;
+use std::io;
+use std::thread;
+use std::time::{Duration, Instant};
 
+use common::client::*;
+use common::examples;
+use common::server::Server;
 use http_support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -68,4 +75,128 @@ fn keep_alive_zero_closes_after_each_response() {
     let r = c.request("GET", "/probe/x", &[], None).unwrap();
     assert_eq!(r.header("connection"), Some("close"), "{r:?}");
     assert!(c.peer_closed(Duration::from_secs(2)));
+}
+
+#[test]
+fn keep_alive() {
+    let (server, addr) = examples::start("spec:app", &["-w", "2", "--keep-alive", "10"]);
+    let mut c = examples::connect(&server, &addr);
+    let mut pids = Vec::new();
+    for i in 0..5 {
+        let r = c
+            .request("GET", "/pid", &[], None)
+            .unwrap_or_else(|e| panic!("request {i} on the kept-alive connection: {e}"));
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+        pids.push(r.text());
+    }
+    assert!(
+        pids.iter().all(|p| *p == pids[0]),
+        "one connection was served by several processes: {pids:?}"
+    );
+    assert!(
+        !c.peer_closed(Duration::from_millis(500)),
+        "HTTP/1.1 connection closed after the requests"
+    );
+
+    // HTTP/1.0 without keep-alive: the server closes after the response.
+    let mut c = examples::connect(&server, &addr);
+    c.send_raw(b"GET /pid HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let r = c.read_response("GET").unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        c.peer_closed(Duration::from_secs(3)),
+        "HTTP/1.0 connection without keep-alive was left open"
+    );
+    assert!(c.buffered().is_empty(), "stray bytes: {:?}", c.buffered());
+}
+
+/// With `--threads 1` the app runs on the event-loop thread. Makes two requests readable in one
+/// poll of the worker (they are sent while another request holds the loop), each taking 0.2 s
+/// in the app, and returns, for each response, whether the other request's app call had
+/// already finished when that response arrived.
+fn other_ran_before_each_response(server: &Server, addr: &Addr) -> [bool; 2] {
+    let dir = server.tmp_path().to_path_buf();
+    let file = |name: &str| dir.join(name).display().to_string();
+
+    // Both connections are established (and idle in the worker) before anything is sent.
+    let mut a = examples::connect(server, addr);
+    let mut b = examples::connect(server, addr);
+    // A request that holds the event loop for 0.5 s; while it runs, both requests arrive, so
+    // the worker sees them readable in one poll once it is free.
+    let mut blocker = examples::connect(server, addr);
+    let target = format!("/mark?started={}&s=0.5", file("blocker"));
+    blocker
+        .send_raw(&build_request("GET", &target, &[], None))
+        .unwrap();
+    let t0 = Instant::now();
+    while !dir.join("blocker").exists() {
+        assert!(
+            t0.elapsed() < examples::LOG_WAIT,
+            "the blocker never started"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    for (conn, name) in [(&mut a, "a"), (&mut b, "b")] {
+        let target = format!("/mark?s=0.2&done={}", file(name));
+        conn.send_raw(&build_request("GET", &target, &[], None))
+            .unwrap();
+    }
+    assert!(
+        !dir.join("a").exists() && !dir.join("b").exists(),
+        "the requests ran while the blocker held the loop"
+    );
+
+    // Each response is checked the moment it is complete: has the other request run?
+    let readers: Vec<_> = [(a, "b"), (b, "a")]
+        .into_iter()
+        .map(|(mut conn, other)| {
+            let other = dir.join(other);
+            thread::spawn(move || -> io::Result<(Response, bool)> {
+                let r = conn.read_response("GET")?;
+                Ok((r, other.exists()))
+            })
+        })
+        .collect();
+    let mut seen = [false; 2];
+    for (i, reader) in readers.into_iter().enumerate() {
+        let (r, other_ran) = reader
+            .join()
+            .expect("reader panicked")
+            .unwrap_or_else(|e| panic!("response {i}: {e}\n{}", server.report()));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"marked"[..]),
+            "{r:?}"
+        );
+        seen[i] = other_ran;
+    }
+    let r = blocker.read_response("GET").unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    seen
+}
+
+/// On TCP both responses are written after both app calls (src/coalesce.rs), so a client
+/// waiting on both is woken once, not once per response.
+#[test]
+fn tcp_responses_ready_together_are_written_after_both_ran() {
+    let (server, addr) = examples::start("spec:app", &["-w", "1", "--threads", "1"]);
+    assert_eq!(
+        other_ran_before_each_response(&server, &addr),
+        [true, true],
+        "a response was written before the other ready request had run"
+    );
+}
+
+/// On a unix socket (where coalescing measured as a loss) each response is written as soon as
+/// its app call returns: the first one arrives before the other request has run.
+#[test]
+fn unix_responses_are_written_as_soon_as_ready() {
+    let (server, addr) = examples::start_unix("spec:app", &["-w", "1", "--threads", "1"]);
+    let seen = other_ran_before_each_response(&server, &addr);
+    assert_eq!(
+        seen.iter().filter(|ran| **ran).count(),
+        1,
+        "expected exactly one response to arrive after the other request ran: {seen:?}"
+    );
 }

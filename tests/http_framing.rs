@@ -1,8 +1,9 @@
 //! Response framing that cannot desynchronise a connection (issue 11, items 6–8): the app's
 //! `Content-Length` is checked against what it yields, conflicting values are a 500, identical
 //! duplicates are one header, hop-by-hop headers from the app are dropped, and its
-//! `Connection: close` is honoured. Every case runs on a kept-alive connection, then checks that
-//! the next request on it (when it stays open) gets its own response.
+//! `Connection: close` is honoured; HEAD, 204 and 304 answers carry no body (with the app's
+//! reason phrase). Every case runs on a kept-alive connection, then checks that the next request
+//! on it (when it stays open) gets its own response.
 
 mod common;
 mod http_support;
@@ -10,6 +11,7 @@ mod http_support;
 use std::time::Duration;
 
 use common::client::*;
+use common::examples;
 use http_support::*;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -180,4 +182,73 @@ fn an_endless_body_stops_when_nothing_more_can_be_sent() {
         let r = c.request("GET", "/probe/after", &[], None).unwrap();
         assert_eq!(r.text(), "/probe/after", "{method} {target}");
     }
+}
+
+#[test]
+fn head_has_no_body() {
+    let (server, addr) = examples::start("hello:app", &["--keep-alive", "10"]);
+    let mut c = examples::connect(&server, &addr);
+    let r = c.request("HEAD", "/", &[], None).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-length"), Some("13"), "{:?}", r.headers);
+    assert!(r.body.is_empty());
+    assert!(
+        !c.peer_closed(Duration::from_millis(300)),
+        "connection closed after HEAD"
+    );
+    assert!(
+        c.buffered().is_empty(),
+        "bytes after the HEAD response: {:?}",
+        String::from_utf8_lossy(c.buffered())
+    );
+    // The next response on the same connection parses cleanly.
+    let r = c.request("GET", "/", &[], None).unwrap();
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, examples::HELLO),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn status_codes_and_reasons() {
+    let (server, addr) = examples::start("spec:app", &["--keep-alive", "10"]);
+    let mut c = examples::connect(&server, &addr);
+    for code in [204u16, 304] {
+        let r = c
+            .request("GET", &format!("/status?code={code}"), &[], None)
+            .unwrap_or_else(|e| panic!("/status?code={code}: {e}"));
+        assert_eq!(r.status, code, "{r:?}");
+        assert_eq!(r.reason, "Custom Reason", "{r:?}");
+        assert!(r.body.is_empty());
+        assert_eq!(r.header("transfer-encoding"), None, "{r:?}");
+        assert!(
+            !c.peer_closed(Duration::from_millis(200)) && c.buffered().is_empty(),
+            "stray bytes (or close) after {code}: {:?}",
+            String::from_utf8_lossy(c.buffered())
+        );
+    }
+    // The next response on the same connection parses cleanly.
+    let r = c.request("GET", "/status?code=418", &[], None).unwrap();
+    assert_eq!(r.status, 418, "{r:?}");
+    assert_eq!(r.reason, "Custom Reason", "{r:?}");
+    assert_eq!(r.body, b"status 418");
+}
+
+/// Changed with the own HTTP/1.1 layer (issue 11 item 8): a hop-by-hop header from the app is
+/// dropped with a warning, as Gunicorn does, instead of a 500; its `Connection: close` is honoured.
+#[test]
+fn hop_by_hop_header_is_dropped_and_close_honoured() {
+    let (server, addr) = examples::start("spec:app", &["--keep-alive", "10"]);
+    let mut c = examples::connect(&server, &addr);
+    let r = c.request("GET", "/hop-by-hop", &[], None).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), "should not be sent\n");
+    assert_eq!(r.header_all("connection"), ["close"], "{r:?}");
+    assert!(
+        c.peer_closed(Duration::from_secs(2)),
+        "the app's Connection: close was not honoured"
+    );
+    server.wait_for_stderr("hop-by-hop header \"Connection\"", examples::LOG_WAIT);
+    examples::assert_serves(&server, &addr, b"spec app\n");
 }

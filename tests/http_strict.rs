@@ -1,15 +1,18 @@
 //! HTTP strictness (issue 11, items 9–11): what RFC 9110/9112 and Gunicorn 26 refuse is refused
 //! with the right status and one warning naming the peer and the reason; what they accept is
-//! accepted. Each case runs on its own connection against the real binary, and the server keeps
-//! serving other clients after each.
+//! accepted; the request limits (request line 414, header count and size 431; issue 2), default
+//! and lowered; malformed requests get a 4xx or a close, never a hang. Each case runs on its own
+//! connection against the real binary, and the server keeps serving other clients after each.
 
 mod common;
 mod http_support;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::time::Duration;
 
 use common::client::*;
+use common::examples;
+use common::server::Server;
 use http_support::*;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -242,4 +245,147 @@ fn limit_request_line_zero_means_8190_and_http10_gets_no_100_continue() {
         "{t:?}"
     );
     assert!(!t.contains("100 Continue"), "{t:?}");
+}
+
+/// GET `target` with `headers` on a new connection; the status.
+fn get_status(server: &Server, addr: &Addr, target: &str, headers: &[(&str, &str)]) -> u16 {
+    examples::fetch(server, addr, "GET", target, headers, None).status
+}
+
+#[test]
+fn default_request_limits() {
+    let (server, addr) = examples::start("hello:app", &[]);
+
+    // Request line: "GET " + target + " HTTP/1.1" is 13 bytes + target.
+    let long = format!("/{}", "a".repeat(5000));
+    assert_eq!(
+        get_status(&server, &addr, &long, &[]),
+        414,
+        "5 KB request line"
+    );
+    examples::assert_serves(&server, &addr, examples::HELLO);
+    let ok = format!("/{}", "a".repeat(4000));
+    assert_eq!(
+        get_status(&server, &addr, &ok, &[]),
+        200,
+        "4 KB request line"
+    );
+
+    // Header count: Host + 100 others = 101 fields.
+    let names: Vec<String> = (0..100).map(|i| format!("X-H{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    assert_eq!(
+        get_status(&server, &addr, "/", &many),
+        431,
+        "101 header fields"
+    );
+    examples::assert_serves(&server, &addr, examples::HELLO);
+    assert_eq!(
+        get_status(&server, &addr, "/", &many[..80]),
+        200,
+        "81 header fields"
+    );
+
+    // Header size.
+    let big = "b".repeat(9000);
+    assert_eq!(
+        get_status(&server, &addr, "/", &[("X-Big", &big)]),
+        431,
+        "9000-byte header"
+    );
+    examples::assert_serves(&server, &addr, examples::HELLO);
+    let fine = "b".repeat(7000);
+    assert_eq!(
+        get_status(&server, &addr, "/", &[("X-Big", &fine)]),
+        200,
+        "7000-byte header"
+    );
+}
+
+#[test]
+fn lowered_request_line_limit() {
+    let (server, addr) = examples::start("hello:app", &["--limit-request-line", "100"]);
+    let long = format!("/{}", "a".repeat(150));
+    assert_eq!(
+        get_status(&server, &addr, &long, &[]),
+        414,
+        "~160-byte line"
+    );
+    examples::assert_serves(&server, &addr, examples::HELLO);
+    let short = format!("/{}", "a".repeat(50));
+    assert_eq!(
+        get_status(&server, &addr, &short, &[]),
+        200,
+        "~64-byte line"
+    );
+}
+
+/// Sends raw bytes on a new connection and reads until the server closes.
+/// Returns the status code of the response, if any was sent. Panics if the
+/// server neither answers nor closes within 5 s (a hang).
+fn send_malformed(server: &Server, addr: &Addr, raw: &[u8]) -> Option<u16> {
+    let mut c = examples::connect(server, addr);
+    c.set_timeout(Duration::from_secs(5));
+    let show = String::from_utf8_lossy(raw).into_owned();
+    if let Err(e) = c.send_raw(raw) {
+        // The server may already have closed on us; what it sent still counts.
+        assert!(
+            matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset),
+            "sending {show:?}: {e}"
+        );
+    }
+    let data = match c.read_until_close() {
+        Ok(d) => d,
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => c.buffered().to_vec(),
+        Err(e) => panic!(
+            "server neither answered nor closed the connection for {show:?} ({e}); got {:?}\n{}",
+            String::from_utf8_lossy(c.buffered()),
+            server.report()
+        ),
+    };
+    if data.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&data);
+    assert!(
+        text.starts_with("HTTP/1.1 ") || text.starts_with("HTTP/1.0 "),
+        "response to {show:?} is not HTTP: {text:?}"
+    );
+    Some(
+        text[9..12]
+            .parse()
+            .unwrap_or_else(|_| panic!("bad status line in {text:?}")),
+    )
+}
+
+#[test]
+fn malformed_requests() {
+    let (server, addr) = examples::start("spec:app", &[]);
+    let cases: [(&str, &[u8]); 4] = [
+        ("no target and version", b"GET\r\n\r\n"),
+        ("unknown method and version", b"BLAH / HTTP/9.9\r\n\r\n"),
+        (
+            "header line without colon",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n",
+        ),
+        (
+            "invalid chunk size",
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+              zz\r\nabc\r\n0\r\n\r\n",
+        ),
+    ];
+    for (what, raw) in cases {
+        let status = send_malformed(&server, &addr, raw);
+        // 505 is the specific answer to an unsupported HTTP version.
+        let ok = match status {
+            None => true,
+            Some(s) => (400..500).contains(&s) || (what.contains("version") && s == 505),
+        };
+        assert!(
+            ok,
+            "{what}: expected a 4xx or a close, got {status:?}\n{}",
+            server.report()
+        );
+        examples::assert_serves(&server, &addr, b"spec app\n");
+    }
 }

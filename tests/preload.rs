@@ -6,13 +6,14 @@
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::client::{Addr, Conn, get};
+use common::client::{Addr, get};
+use common::load::load;
+use common::notify::Notify;
 use common::server::{ServerBuilder, ferricorn, pid_alive, wait_until};
 
 const T: Duration = Duration::from_secs(30);
@@ -97,114 +98,6 @@ fn an_import_failure_exits_4_before_any_worker_starts() {
     assert_eq!(s.wait_exit(T), Some(4), "{}", s.report());
 }
 
-/// A fake `NOTIFY_SOCKET` (as in `lifecycle.rs`): every datagram, in order.
-struct Notify {
-    path: PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Notify {
-    fn new(dir: &Path) -> Notify {
-        let path = dir.join("notify.sock");
-        let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let l2 = log.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            let deadline = Instant::now() + Duration::from_secs(300);
-            while Instant::now() < deadline {
-                match sock.recv(&mut buf) {
-                    Ok(n) => l2
-                        .lock()
-                        .unwrap()
-                        .push(String::from_utf8_lossy(&buf[..n]).into_owned()),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        if Arc::strong_count(&l2) == 1 {
-                            return;
-                        }
-                    }
-                    Err(_) => return,
-                }
-            }
-        });
-        Notify { path, log }
-    }
-
-    fn messages(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_for(&self, needle: &str, from: usize) -> usize {
-        let mut found = None;
-        wait_until(T, || {
-            found = self
-                .messages()
-                .iter()
-                .skip(from)
-                .position(|m| m.contains(needle))
-                .map(|i| i + from);
-            found.is_some()
-        });
-        found.unwrap_or_else(|| panic!("no {needle:?} after {from}: {:?}", self.messages()))
-    }
-}
-
-/// `threads` clients (half keep-alive) until `stop` or 120 s: (successes, failures).
-fn load(
-    addr: Addr,
-    threads: usize,
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-) -> std::thread::JoinHandle<Vec<String>> {
-    std::thread::spawn(move || {
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        let handles: Vec<_> = (0..threads)
-            .map(|i| {
-                let (addr, stop, ok, errors) =
-                    (addr.clone(), stop.clone(), ok.clone(), errors.clone());
-                std::thread::spawn(move || {
-                    let deadline = Instant::now() + Duration::from_secs(120);
-                    let mut conn: Option<Conn> = None;
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        let result = if i % 2 == 1 {
-                            match conn.as_mut() {
-                                Some(c) => c.request("GET", "/", &[], None),
-                                None => match Conn::connect(&addr) {
-                                    Ok(c) => conn.insert(c).request("GET", "/", &[], None),
-                                    Err(e) => Err(e),
-                                },
-                            }
-                        } else {
-                            get(&addr, "/")
-                        };
-                        match result {
-                            Ok(r) if r.status == 200 => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                                if r.header("connection")
-                                    .is_some_and(|v| v.eq_ignore_ascii_case("close"))
-                                {
-                                    conn = None;
-                                }
-                            }
-                            Ok(r) => errors.lock().unwrap().push(format!("status {}", r.status)),
-                            Err(e) => {
-                                errors.lock().unwrap().push(e.to_string());
-                                conn = None;
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-        errors.lock().unwrap().clone()
-    })
-}
-
 fn main_pid(msg: &str) -> i32 {
     msg.lines()
         .find_map(|l| l.strip_prefix("MAINPID="))
@@ -233,8 +126,8 @@ fn hup_with_preload_starts_a_new_master_serving_new_code_without_a_failed_reques
         .arg("preapp:app")
         .env("NOTIFY_SOCKET", notify.path.to_str().unwrap())
         .spawn();
-    let mut seen = notify.wait_for("READY=1", 0);
-    let mut master = main_pid(&notify.messages()[seen]);
+    let mut seen = notify.wait_for("READY=1", 0, T);
+    let mut master = main_pid(&notify.texts()[seen]);
     assert_eq!(master, s.pid());
     let addr = Addr::Unix(sock.clone());
     let stop = Arc::new(AtomicBool::new(false));
@@ -245,10 +138,10 @@ fn hup_with_preload_starts_a_new_master_serving_new_code_without_a_failed_reques
         assert!(wait_until(T, || count.load(Ordering::Relaxed) >= mark + 200));
         write_app(d, v);
         unsafe { libc::kill(master, libc::SIGHUP) };
-        let reloading = notify.wait_for("RELOADING=1", seen + 1);
-        seen = notify.wait_for("READY=1", reloading + 1);
-        let new = main_pid(&notify.messages()[seen]);
-        assert_ne!(new, master, "{:?}", notify.messages());
+        let reloading = notify.wait_for("RELOADING=1", seen + 1, T);
+        seen = notify.wait_for("READY=1", reloading + 1, T);
+        let new = main_pid(&notify.texts()[seen]);
+        assert_ne!(new, master, "{:?}", notify.texts());
         assert!(
             wait_until(T, || !pid_alive(master)),
             "the old master {master} did not exit\n{}",
@@ -271,7 +164,7 @@ fn hup_with_preload_starts_a_new_master_serving_new_code_without_a_failed_reques
         assert_eq!(imports(d).last(), Some(&master));
     }
     stop.store(true, Ordering::Relaxed);
-    let errors = clients.join().unwrap();
+    let (_, errors) = clients.join().unwrap();
     assert!(
         errors.is_empty(),
         "{} failed requests during the reloads: {:?}",
@@ -279,7 +172,7 @@ fn hup_with_preload_starts_a_new_master_serving_new_code_without_a_failed_reques
         &errors[..errors.len().min(5)]
     );
     assert!(
-        !notify.messages().iter().any(|m| m.contains("STOPPING=1")),
+        !notify.texts().iter().any(|m| m.contains("STOPPING=1")),
         "a reload told systemd it was stopping"
     );
     unsafe { libc::kill(master, libc::SIGTERM) };
@@ -304,16 +197,16 @@ fn hup_with_preload_and_broken_new_code_keeps_the_old_master() {
         ])
         .env("NOTIFY_SOCKET", notify.path.to_str().unwrap())
         .spawn();
-    let ready = notify.wait_for("READY=1", 0);
+    let ready = notify.wait_for("READY=1", 0, T);
     std::fs::write(
         d.join("preapp.py"),
         "raise RuntimeError('broken release')\n",
     )
     .unwrap();
     s.signal(libc::SIGHUP);
-    let reloading = notify.wait_for("RELOADING=1", ready + 1);
-    let again = notify.wait_for("READY=1", reloading + 1);
-    assert_eq!(main_pid(&notify.messages()[again]), s.pid());
+    let reloading = notify.wait_for("RELOADING=1", ready + 1, T);
+    let again = notify.wait_for("READY=1", reloading + 1, T);
+    assert_eq!(main_pid(&notify.texts()[again]), s.pid());
     s.wait_for_stderr("Reload failed: the new master exited with code 4", T);
     let text = get(&Addr::Unix(sock), "/").unwrap().text();
     assert!(text.starts_with("version 1 "), "{text}");

@@ -1,6 +1,9 @@
 //! Start-up: app loading failures, command-line and config-file errors,
 //! configuration precedence, `--print-config` / `--check-config`, app
-//! factories, the embedded interpreter's identity, virtualenvs and bind errors.
+//! factories, the embedded interpreter's identity, virtualenvs and bind errors
+//! (issue 2, acceptance 6 to 8); the pid file, stale or held by a running server,
+//! and `--daemon`, detaching in a plain shell but refused under a supervisor
+//! (issue 3, acceptance 7); `-e KEY=VALUE` in the app's environment.
 //!
 //! Servers bind `127.0.0.1:0` or unix sockets in temp dirs, and every run is
 //! bounded, so the tests can run in parallel.
@@ -13,9 +16,11 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{client::*, server::*};
+use common::{client::*, server::*, workers};
 
 const EXIT_LIMIT: Duration = Duration::from_secs(30);
+/// How long a server may take to start, answer or stop.
+const T: Duration = Duration::from_secs(30);
 
 /// `ferricorn ARGS` in `cwd` with the environment knobs removed.
 fn builder(cwd: &Path, args: &[&str]) -> ServerBuilder {
@@ -865,4 +870,121 @@ fn a_hidden_build_python_falls_back_to_the_system_one_with_a_real_sys_executable
         "sys.executable {exe:?} does not exist"
     );
     assert!(!exe.starts_with("/root/"), "{exe}");
+}
+
+#[test]
+fn pid_file_written_removed_and_stale_ones_ignored() {
+    let b = ferricorn();
+    let pidfile = b.tmp_path().join("app.pid");
+    // Stale: a pid that cannot exist.
+    std::fs::write(&pidfile, "999999999\n").unwrap();
+    let mut s = b
+        .args([
+            "-b",
+            "127.0.0.1:0",
+            "-p",
+            pidfile.to_str().unwrap(),
+            "hello:app",
+        ])
+        .cwd(examples_dir())
+        .spawn();
+    s.wait_ready(T);
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap().trim(),
+        s.pid().to_string()
+    );
+    // A second server on the same pid file refuses to start.
+    let out = ferricorn()
+        .args([
+            "-b",
+            "127.0.0.1:0",
+            "-p",
+            pidfile.to_str().unwrap(),
+            "hello:app",
+        ])
+        .cwd(examples_dir())
+        .run_to_exit(T);
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains("already running"), "{}", out.stderr);
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(T), Some(0));
+    assert!(!pidfile.exists());
+}
+
+#[test]
+fn daemon_is_refused_under_a_monitor() {
+    for (k, v) in [
+        ("NOTIFY_SOCKET", "/run/systemd/notify"),
+        ("INVOCATION_ID", "abc"),
+    ] {
+        let out = ferricorn()
+            .args(["-D", "hello:app"])
+            .cwd(examples_dir())
+            .env(k, v)
+            .run_to_exit(T);
+        assert_eq!(out.code, Some(2), "{k}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("--daemon refused") && out.stderr.contains(k),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn daemon_detaches_in_a_plain_shell() {
+    // run_to_exit removes the builder's temp dir; the daemon outlives it.
+    let dir = tempfile::tempdir().unwrap();
+    let b = ferricorn();
+    let pidfile = dir.path().join("d.pid");
+    let sock = dir.path().join("d.sock");
+    let log = dir.path().join("error.log");
+    let out = b
+        .args([
+            "-D",
+            "-p",
+            pidfile.to_str().unwrap(),
+            "-b",
+            &format!("unix:{}", sock.display()),
+        ])
+        .args(["--error-logfile", log.to_str().unwrap(), "hello:app"])
+        .cwd(examples_dir())
+        .env_remove("INVOCATION_ID")
+        .env_remove("NOTIFY_SOCKET")
+        .run_to_exit(T);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(wait_until(T, || pidfile.exists()));
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The pid file is written before the socket is bound: wait for the socket.
+    assert!(wait_until(T, || get(&Addr::unix(&sock), "/").is_ok()));
+    assert_eq!(get_text(&Addr::unix(&sock), "/"), "Hello, World!");
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(wait_until(T, || !pid_alive(pid)));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("Shutting down: Master")
+    );
+}
+
+#[test]
+fn env_flag_reaches_the_app() {
+    let (server, addr) = workers::start(
+        "spec:app",
+        &[
+            "-e",
+            "FERRICORN_TEST_X=42",
+            "--env",
+            "FERRICORN_TEST_Y=a=b c",
+        ],
+    );
+    let r = get(&addr, "/environ").unwrap_or_else(|e| panic!("{e}\n{}", server.report()));
+    assert_eq!(r.status, 200);
+    let env = &r.json()["_os_environ"];
+    assert_eq!(env["FERRICORN_TEST_X"], "42", "{env}");
+    assert_eq!(env["FERRICORN_TEST_Y"], "a=b c", "{env}");
 }

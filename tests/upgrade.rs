@@ -1,11 +1,17 @@
-//! USR2 upgrades (issue 11, items 17 and 18): the old master hands over only to a successor that
+//! USR2 upgrades (issue 3, acceptance 6; issue 11, items 17 and 18): under load a new master
+//! takes over with no failed request, systemd hears its `MAINPID=` with `READY=1` (and never
+//! `STOPPING=1`), and the pid file names it; the old master hands over only to a successor that
 //! is alive, and hands over every listener, however many there are.
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::client::{Addr, get};
+use common::client::{Addr, get, get_text};
+use common::load::load;
+use common::notify::Notify;
 use common::server::{examples_dir, ferricorn, pid_alive, proc_stat, wait_until};
 
 const T: Duration = Duration::from_secs(30);
@@ -102,4 +108,76 @@ fn usr2_hands_over_more_than_100_listeners() {
     }
     kill(new, libc::SIGTERM);
     assert!(wait_until(T, || !pid_alive(new)));
+}
+
+#[test]
+fn usr2_upgrades_under_load_without_losing_a_request() {
+    let b = ferricorn();
+    let dir = b.tmp_path().to_path_buf();
+    let notify = Notify::new(&dir);
+    let sock = dir.join("s.sock");
+    let pidfile = dir.join("app.pid");
+    let s = b
+        .args([
+            "-w",
+            "2",
+            "-b",
+            &format!("unix:{}", sock.display()),
+            "-p",
+            pidfile.to_str().unwrap(),
+        ])
+        .args(["--access-logfile", "", "hello:app"])
+        .cwd(examples_dir())
+        .env("NOTIFY_SOCKET", notify.path.to_str().unwrap())
+        .spawn();
+    let ready = notify.wait_for("READY=1", 0, T);
+    let old = s.pid();
+    let addr = Addr::unix(&sock);
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicUsize::new(0));
+    let clients = load(addr.clone(), 4, stop.clone(), count.clone());
+    assert!(wait_until(T, || count.load(Ordering::Relaxed) >= 200));
+    s.signal(libc::SIGUSR2);
+    let again = notify.wait_for("MAINPID=", ready + 1, T);
+    let msg = notify.messages()[again].1.clone();
+    let new: i32 = msg
+        .lines()
+        .find_map(|l| l.strip_prefix("MAINPID="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(new, old);
+    assert!(msg.contains("READY=1"), "{msg}");
+    assert!(
+        wait_until(T, || !pid_alive(old)),
+        "the old master did not exit"
+    );
+    assert!(wait_until(T, || std::fs::read_to_string(&pidfile)
+        .unwrap_or_default()
+        .trim()
+        == new.to_string()));
+    let mark = count.load(Ordering::Relaxed);
+    assert!(wait_until(T, || count.load(Ordering::Relaxed) >= mark + 200));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, errors) = clients.join().unwrap();
+    assert!(
+        errors.is_empty(),
+        "{} failed requests during the upgrade: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert!(ok > 100, "only {ok} requests");
+    assert!(
+        !notify
+            .messages()
+            .iter()
+            .any(|(_, m)| m.contains("STOPPING=1")),
+        "the upgrade told systemd it was stopping"
+    );
+    assert!(sock.exists());
+    assert_eq!(get_text(&addr, "/"), "Hello, World!");
+    // The new master is in charge: TERM stops it and removes the pid file and socket.
+    unsafe { libc::kill(new, libc::SIGTERM) };
+    assert!(wait_until(T, || !pid_alive(new)));
+    assert!(wait_until(T, || !pidfile.exists() && !sock.exists()));
 }

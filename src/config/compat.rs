@@ -35,9 +35,16 @@ const ASGI_CLASSES: &[&str] = &[
     "uvicorn_worker.UvicornH11Worker",
 ];
 
+/// Whether a `-k` class means an ASGI worker.
+pub fn is_asgi_class(class: &str) -> bool {
+    let c = class.trim();
+    ASGI_CLASSES.contains(&c.strip_prefix("egg:gunicorn#").unwrap_or(c))
+}
+
 /// `-k` / `--worker-class`. Gunicorn's `sync` and `gthread` are ferricorn's workers (an event
 /// loop per worker and `--threads` Python threads; with `sync` and `--threads` above 1
-/// Gunicorn too switches to threads). Anything else is refused by name.
+/// Gunicorn too switches to threads); the ASGI classes are ferricorn's ASGI worker. Anything
+/// else is refused by name.
 pub fn worker_class(class: &str) -> Verdict {
     // `egg:gunicorn#gevent` is Gunicorn's old spelling of `gevent`.
     let c = class.trim();
@@ -47,10 +54,7 @@ pub fn worker_class(class: &str) -> Verdict {
         | "gthread"
         | "gunicorn.workers.sync.SyncWorker"
         | "gunicorn.workers.gthread.ThreadWorker" => Verdict::Fine,
-        _ if ASGI_CLASSES.contains(&c) => Verdict::Refuse(format!(
-            "worker class `{c}` is not supported yet: ASGI support is coming; serve a WSGI app \
-             (or its WSGI adapter) meanwhile"
-        )),
+        _ if ASGI_CLASSES.contains(&c) => Verdict::Fine,
         _ if [
             "gevent",
             "gevent_wsgi",
@@ -182,26 +186,9 @@ pub fn port_bind(v: &str) -> Result<Vec<BindAddr>, String> {
     }])
 }
 
-/// `--statsd-host`: `HOST:PORT`, `HOST` (port 8125) or `unix://PATH`.
+/// `--statsd-host`: `HOST:PORT`, `HOST` (port 8125) or `unix://PATH` (`crate::statsd`).
 pub fn statsd_address(v: &str) -> Result<(), String> {
-    let v = v.trim();
-    if let Some(path) = v.strip_prefix("unix://") {
-        return if path.is_empty() {
-            Err("unix:// names no socket path".into())
-        } else {
-            Ok(())
-        };
-    }
-    let port_ok = |p: &str| p.parse::<u16>().is_ok();
-    let ok = match v.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && port_ok(port),
-        None => !v.is_empty(),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("'{v}': expected HOST:PORT or unix://PATH"))
-    }
+    crate::statsd::Target::parse(v).map(|_| ())
 }
 
 #[cfg(test)]
@@ -224,13 +211,15 @@ mod tests {
             "egg:gunicorn#sync",
         ] {
             assert_eq!(worker_class(ok), Verdict::Fine, "{ok}");
+            assert!(!is_asgi_class(ok));
         }
         for asgi in [
             "asgi",
             "uvicorn.workers.UvicornWorker",
             "uvicorn_worker.UvicornWorker",
         ] {
-            assert!(refused(worker_class(asgi)).contains("ASGI support is coming"));
+            assert_eq!(worker_class(asgi), Verdict::Fine, "{asgi}");
+            assert!(is_asgi_class(asgi));
         }
         let g = refused(worker_class("gevent"));
         assert!(g.contains("no gevent worker; use --threads N"), "{g}");

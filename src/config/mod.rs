@@ -52,6 +52,7 @@ mod value;
 use std::path::PathBuf;
 
 pub use args::{CmdArgs, GUNICORN_CMD_ARGS, cmd_args};
+pub use compat::is_asgi_class;
 pub use file::FileLayer;
 pub use pyfile::{HookSet, PyFile, PyName, PyReader, PySource, PyValue};
 pub use sources::{

@@ -39,9 +39,6 @@ const PY_LOGGING: &str = "ferricorn does not configure Python's logging: configu
                           follows --error-logfile and --log-level";
 const SYSLOG_ONLY: &str = "it only tunes --log-syslog, which ferricorn does not have (under \
                            systemd the log goes to journald, which can forward to syslog)";
-const STATSD: &str = "statsd metrics come with a later release";
-const ASGI_ONLY: &str = "it only tunes the ASGI worker, and ferricorn serves WSGI apps (ASGI \
-                         support is coming)";
 const DIRTY: &str = "ferricorn has no dirty arbiters: run long blocking work in a task queue \
                      (Celery, RQ, Dramatiq) or a service of its own";
 const DIRTY_ONLY: &str = "it only tunes dirty workers, which ferricorn does not have";
@@ -144,7 +141,8 @@ settings! {
     }
 
     /// Access log format, with Gunicorn's atoms: h l u t r m U q H s B b f a T M D L p
-    /// {header}i {header}o {var}e, each as %(X)s.
+    /// {header}i {header}o {var}e, each as %(X)s; or json (one object per line, with the
+    /// journald fields' names).
     setting access_log_format: String = Some(DEFAULT_ACCESS_LOG_FORMAT.into()) => String {
         section: Logging, long: Some("access-log-format"), aliases: &["access-logformat"],
         value_name: "FORMAT", default_doc: Some("Gunicorn's"),
@@ -160,6 +158,26 @@ settings! {
     setting log_level: LogLevel = Some(LogLevel::Info) => LogLevel {
         section: Logging, long: Some("log-level"), value_name: "LEVEL", gunicorn: As("loglevel"),
     }
+
+    // -- issue 17 (fleet): JSON logs and Prometheus metrics --
+
+    /// Error log format: text (Gunicorn's lines) or json (one object per line: timestamp,
+    /// level, message, PID), when the error log is not journald.
+    setting log_format: String = Some("text".into()) => String {
+        section: Logging, long: Some("log-format"), value_name: "FORMAT", gunicorn: No,
+    }
+    check |v| one_of(v, &["text", "json"]);
+
+    /// Serve Prometheus metrics on this address (HOST:PORT, [IPV6]:PORT or unix:PATH), from
+    /// the master, at /metrics.
+    setting metrics_bind: BindAddr = None => Option<BindAddr> {
+        section: Logging, long: Some("metrics-bind"), value_name: "ADDRESS", gunicorn: No,
+        default_doc: Some("off"),
+    }
+    check |v| match v {
+        BindAddr::Fd(_) => Err("takes HOST:PORT, [IPV6]:PORT or unix:PATH, not fd://".into()),
+        _ => Ok(()),
+    };
 
     /// Send the app's stdout and stderr to the error log file.
     setting capture_output: bool = Some(false) => bool {
@@ -228,30 +246,32 @@ settings! {
                          --access-logfile), or run it in the foreground under a supervisor"),
     }
 
-    /// The statsd server to send metrics to: HOST:PORT or unix://PATH.
+    /// Send statsd metrics (Gunicorn's names: gunicorn.requests, gunicorn.request.duration,
+    /// gunicorn.request.status.NNN, gunicorn.workers, gunicorn.log.*) to HOST:PORT (UDP; port
+    /// 8125 by default) or unix://PATH (a datagram socket).
     setting statsd_host: String = None => Option<String> {
         section: Logging, long: Some("statsd-host"), value_name: "STATSD_ADDR",
-        status: NotYet(STATSD),
+        note: "never waits: what the socket cannot take at once is dropped (one warning a \
+               minute); a request's three metrics go in one datagram",
     }
     check |v| statsd_address(v);
 
-    /// Datadog tags (comma-separated) added to the statsd metrics.
+    /// Datadog tags added to every statsd metric (`|#TAGS`), e.g. env:prod,service:app.
     setting dogstatsd_tags: String = Some(String::new()) => String {
         section: Logging, long: Some("dogstatsd-tags"), value_name: "DOGSTATSD_TAGS",
-        status: NotYet(STATSD),
     }
 
-    /// Prefix of the statsd metric names.
+    /// Prefix of the statsd metric names (a dot is added, as in Gunicorn).
     setting statsd_prefix: String = Some(String::new()) => String {
         section: Logging, long: Some("statsd-prefix"), value_name: "STATSD_PREFIX",
-        status: NotYet(STATSD),
     }
 
-    /// Report the listen backlog as a statsd gauge.
+    /// Send the number of connections waiting to be accepted on the TCP listeners as the
+    /// statsd histogram gunicorn.backlog, every second (needs --statsd-host).
     setting enable_backlog_metric: bool = Some(false) => bool {
         section: Logging, long: Some("enable-backlog-metric"), shape: Switch("true"),
-        status: Ignored("the backlog gauge is a statsd metric, and ferricorn sends no statsd \
-                         metrics yet"),
+        note: "TCP listeners only, as in Gunicorn (Linux TCP_INFO); a unix socket's backlog \
+               is not counted",
     }
 
     // ---- Process naming ----------------------------------------------------------------
@@ -505,16 +525,19 @@ settings! {
                          (set TMPDIR in the environment to move them)"),
     }
 
-    /// Headers (upper-case name: value) by which a trusted proxy says the request was HTTPS.
+    /// Headers by which a trusted proxy (--forwarded-allow-ips) says the request came over
+    /// HTTPS, each with the exact value that means so (NAME=VALUE, comma-separated; '' for
+    /// none); contradicting ones are a 400.
     setting secure_scheme_headers: BTreeMap<String, String> = Some(BTreeMap::from([
         ("X-FORWARDED-PROTOCOL".into(), "ssl".into()),
         ("X-FORWARDED-PROTO".into(), "https".into()),
         ("X-FORWARDED-SSL".into(), "on".into()),
     ])) => BTreeMap<String, String> {
-        section: ServerMechanics, shape: NoFlag,
-        default_doc: Some("X-FORWARDED-PROTOCOL: ssl, X-FORWARDED-PROTO: https, X-FORWARDED-SSL: on"),
-        status: NotYet("ferricorn honours Gunicorn's three default headers; choosing others \
-                        comes with a later release"),
+        section: ServerMechanics, long: Some("secure-scheme-headers"), shape: Comma,
+        value_name: "NAME=VALUE",
+        default_doc: Some("X-FORWARDED-PROTOCOL=ssl,X-FORWARDED-PROTO=https,X-FORWARDED-SSL=on"),
+        note: "a table in the config file; the flag is ferricorn's (Gunicorn has none); \
+               names match in any case, values exactly (as in Gunicorn)",
     }
 
     /// Peers trusted to set X-Forwarded-Proto & co: comma-separated IPs or CIDRs, '*' for all;
@@ -537,18 +560,20 @@ settings! {
         status: Refused(PASTE),
     }
 
-    /// Read the PROXY protocol (off, v1, v2, auto; the flag alone means auto).
+    /// Read a PROXY protocol header (nginx `proxy_protocol on;`, HAProxy `send-proxy`) before
+    /// the first request: off, v1, v2 or auto (both; the flag alone means auto). The client it
+    /// names becomes REMOTE_ADDR and the access log's %(h)s.
     setting proxy_protocol: ProxyProtocol = Some(ProxyProtocol::Off) => ProxyProtocol {
         section: ServerMechanics, long: Some("proxy-protocol"), shape: OptionalValue("auto"),
         value_name: "MODE",
-        status: NotYet("the PROXY protocol (nginx `proxy_protocol on;`, HAProxy `send-proxy`) \
-                        comes with a later release"),
+        note: "a connection without a header is plain HTTP; a header from a peer outside \
+               --proxy-allow-from, or a malformed one, closes it with a warning",
     }
 
-    /// Peers allowed to send the PROXY protocol (comma-separated; '*' for all).
+    /// Peers allowed to send a PROXY protocol header: comma-separated IPs or CIDRs, '*' for
+    /// all; a unix-socket peer is always allowed.
     setting proxy_allow_ips: String = Some("127.0.0.1,::1".into()) => String {
         section: ServerMechanics, long: Some("proxy-allow-from"), value_name: "IPS",
-        status: NotYet("the PROXY protocol comes with a later release"),
     }
     check |v| ForwardedAllowIps::parse(v).map(|_| ());
     toml_value accept_comma_string;
@@ -604,14 +629,15 @@ settings! {
         status: Refused(LENIENT),
     }
 
-    /// Headers a trusted proxy may set into the environ (SCRIPT_NAME, PATH_INFO, REMOTE_USER).
+    /// Header names with `_` (otherwise dropped) that a trusted proxy (--forwarded-allow-ips)
+    /// may send: they reach the app as HTTP_NAME; a SCRIPT_NAME header also sets SCRIPT_NAME
+    /// and is taken off PATH_INFO. Comma-separated, '*' for all, '' for none.
     setting forwarder_headers: Vec<String> = Some(vec!["SCRIPT_NAME".into(), "PATH_INFO".into()])
         => Vec<String> {
         section: ServerMechanics, long: Some("forwarder-headers"), shape: Comma,
-        value_name: "STRING", default_doc: Some("SCRIPT_NAME,PATH_INFO"),
-        status: NotYet("taking SCRIPT_NAME and PATH_INFO from a trusted proxy's headers comes \
-                        with a later release"),
-        note: "not yet even at the default: ferricorn does not read these headers",
+        value_name: "NAMES", default_doc: Some("SCRIPT_NAME,PATH_INFO"),
+        note: "a path that does not start with the SCRIPT_NAME header is a 400 (Gunicorn's \
+               \"Configuration problem\"); nginx: `proxy_set_header SCRIPT_NAME /prefix;`",
     }
 
     /// What to do with header names that cannot be mapped into the environ unambiguously
@@ -623,10 +649,11 @@ settings! {
     check |v| one_of(v, &["drop", "refuse", "dangerous"]);
     verdict header_map;
 
-    /// The root path of an ASGI app.
+    /// The root path of an ASGI app (the prefix a proxy in front strips): the scope's
+    /// `root_path`, and the front of its `path`, as uvicorn does.
     setting root_path: String = Some(String::new()) => String {
         section: ServerMechanics, long: Some("root-path"), value_name: "STRING",
-        status: Ignored(ASGI_ONLY),
+        note: "ASGI apps; a WSGI app's SCRIPT_NAME comes from the environment",
     }
 
     /// The HTTP parser: auto, fast or python.
@@ -635,6 +662,18 @@ settings! {
         status: Ignored("ferricorn has one HTTP parser, in Rust"),
     }
     check |v| one_of(v, &["auto", "fast", "python"]);
+
+    /// A path ferricorn answers itself, for load balancers and orchestrators (never passed to
+    /// the app): 200 while serving, 503 once the server is stopping (after TERM).
+    setting health_path: String = None => Option<String> {
+        section: ServerMechanics, long: Some("health-path"), value_name: "PATH", gunicorn: No,
+        default_doc: Some("off"),
+    }
+    check |v| if v.starts_with('/') && !v.contains(['?', '#', ' ']) {
+        Ok(())
+    } else {
+        Err(format!("'{v}' is not a path: it must start with '/' and have no query"))
+    };
 
     /// Virtualenv whose packages the app imports.
     setting virtualenv: PathBuf = None => Option<PathBuf> {
@@ -672,15 +711,26 @@ settings! {
     check |v| range(*v, 1, 1024);
 
     /// Worker class: sync or gthread (both are ferricorn's workers: --threads sets the
-    /// Python threads). The ASGI classes are not supported yet; gevent, eventlet and tornado
-    /// are refused with the alternative.
+    /// Python threads); asgi, uvicorn.workers.UvicornWorker or uvicorn_worker.UvicornWorker
+    /// serve the app as ASGI (as --interface asgi). gevent, eventlet and tornado are refused
+    /// with the alternative.
     setting worker_class: String = Some("sync".into()) => String {
         section: WorkerProcesses, long: Some("worker-class"), short: Some('k'),
         value_name: "CLASS",
-        note: "`sync`, `gthread` work; `asgi`/uvicorn classes: not yet; gevent, eventlet, \
-               tornado and other classes are refused",
+        note: "`sync`, `gthread` work; `asgi` and the uvicorn classes mean --interface asgi; \
+               gevent, eventlet, tornado and other classes are refused",
     }
     verdict worker_class;
+
+    // ---- ASGI (ferricorn's own settings; the asgi_* ones below are Gunicorn's) -----------
+
+    /// The app's interface: auto (an `async def app(scope, receive, send)`, or an object whose
+    /// `__call__` is a coroutine function, is ASGI; anything else WSGI), wsgi or asgi. `-k asgi`
+    /// and the uvicorn worker classes mean asgi.
+    setting interface: String = Some("auto".into()) => String {
+        section: WorkerProcesses, long: Some("interface"), value_name: "INTERFACE", gunicorn: No,
+    }
+    check |v| one_of(v, &["auto", "wsgi", "asgi"]);
 
     /// Python threads per worker handling requests.
     setting threads: u32 = Some(1) => u32 {
@@ -719,6 +769,13 @@ settings! {
     }
     check |v| range(*v, 0, 86400 * 365);
 
+    /// Seconds between TERM and stopping to accept, while --health-path answers 503 (so a load
+    /// balancer or an orchestrator stops sending first); then the graceful stop.
+    setting drain_delay: u64 = Some(0) => u64 {
+        section: WorkerProcesses, long: Some("drain-delay"), value_name: "SECONDS", gunicorn: No,
+    }
+    check |v| range(*v, 0, 3600);
+
     /// Seconds an idle keep-alive connection is kept open (also the time a client has to send
     /// a request head); 0 disables keep-alive.
     setting keep_alive: u64 = Some(2) => u64 {
@@ -727,24 +784,26 @@ settings! {
     }
     check |v| range(*v, 0, 86400);
 
-    /// The ASGI event loop: auto, asyncio or uvloop.
+    /// The ASGI event loop: auto (uvloop when it is installed, else asyncio), asyncio or
+    /// uvloop.
     setting asgi_loop: String = Some("auto".into()) => String {
         section: WorkerProcesses, long: Some("asgi-loop"), value_name: "STRING",
-        status: Ignored(ASGI_ONLY),
     }
     check |v| one_of(v, &["auto", "asyncio", "uvloop"]);
 
-    /// The ASGI lifespan protocol: auto, on or off.
+    /// The ASGI lifespan protocol: auto (used if the app supports it), on (a failure is a
+    /// failed boot) or off.
     setting asgi_lifespan: String = Some("auto".into()) => String {
-        section: WorkerProcesses, long: Some("asgi-lifespan"), value_name: "STRING",
-        status: Ignored(ASGI_ONLY),
+        section: WorkerProcesses, long: Some("asgi-lifespan"), aliases: &["lifespan"],
+        value_name: "STRING",
     }
     check |v| one_of(v, &["auto", "on", "off"]);
 
     /// Seconds an ASGI app gets to clean up after its client disconnected.
     setting asgi_disconnect_grace_period: u64 = Some(3) => u64 {
         section: WorkerProcesses, long: Some("asgi-disconnect-grace-period"), value_name: "INT",
-        status: Ignored(ASGI_ONLY),
+        status: Ignored("ferricorn does not cancel an ASGI app whose client went away: the app \
+                         learns it from `http.disconnect` (or a failing `send`) and ends itself"),
     }
 
     // ---- Dirty arbiters ----------------------------------------------------------------

@@ -217,12 +217,48 @@ macro_rules! table_values {
 }
 
 table_values!(
-    BTreeMap<String, String> => serde_from,
     toml::Table => |v| match v {
         toml::Value::Table(t) => Ok(t),
         other => Err(format!("invalid type: {}, expected a table", other.type_str())),
     },
 );
+
+/// A table of strings (Gunicorn's `secure_scheme_headers`): a TOML table in a config file; on a
+/// command line `NAME=VALUE` items, comma-separated (an empty value is the empty table).
+impl Value for BTreeMap<String, String> {
+    type Item = String;
+    const KIND: &'static str = "dict";
+
+    fn parse_item(s: &str) -> Result<String, String> {
+        let s = s.trim();
+        match s.split_once('=') {
+            _ if s.is_empty() => Ok(String::new()),
+            Some((k, _)) if !k.trim().is_empty() => Ok(s.to_string()),
+            _ => Err(format!("'{s}': expected NAME=VALUE")),
+        }
+    }
+
+    fn from_items(items: Vec<String>) -> Option<Self> {
+        if items.is_empty() {
+            return None;
+        }
+        Some(
+            items
+                .iter()
+                .filter_map(|i| i.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect(),
+        )
+    }
+
+    fn from_toml(v: toml::Value, _comma: bool) -> Result<Self, String> {
+        serde_from(v)
+    }
+
+    fn to_toml(&self) -> toml::Value {
+        serde_to(self)
+    }
+}
 
 /// `--log-level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -2,6 +2,10 @@
 //! the reply, and decide whether the connection can be kept — in a loop, for keep-alive and
 //! pipelining.
 //!
+//! With `--proxy-protocol`, a connection may start with a PROXY header (read by
+//! [`super::proxy_protocol`] before anything else; the client it names replaces the peer in
+//! the [`ConnInfo`]).
+//!
 //! Timeouts: a new connection gets `--header-timeout` from the accept for its first head; a
 //! kept-alive one waits `--keep-alive` for the next request's first byte (then closes silently)
 //! and then gets `--header-timeout` for the rest of that head (then `408`). A body is read under
@@ -36,8 +40,8 @@ use tokio::time::{Instant, timeout_at};
 
 use super::body::{Decoder, Step};
 use super::dispatch::{
-    Body, BodyChunk, BodyError, BodyStream, ConnInfo, Dispatch, Outcome, Reply, ReplyBody, Request,
-    Upgraded,
+    Body, BodyChunk, BodyError, BodyStream, ConnInfo, Dispatch, Ended, Outcome, Reply, ReplyBody,
+    Request, Upgraded,
 };
 use super::limits::{
     BODY_CHUNK, BUFFER_BODY, BodyClock, Budget, DRAIN_MAX, DRAIN_TIME, HEAD_FREE, Held,
@@ -71,6 +75,15 @@ pub struct Shared<D> {
     pub retire: Notify,
     /// The worker is stopping: responses carry `Connection: close`.
     pub draining: AtomicBool,
+    /// `--health-path`, answered here (see [`super::health`]).
+    pub health_path: Option<Box<[u8]>>,
+    /// `--proxy-protocol`, `--proxy-allow-from`.
+    pub proxy_protocol: super::proxy_protocol::Accept,
+    /// `secure_scheme_headers` and `--forwarder-headers`, for peers in `forwarded`.
+    pub scheme_headers: crate::proxy::SchemeHeaders,
+    pub forwarder: crate::proxy::ForwarderHeaders,
+    /// Who counts finished requests (statsd; see `crate::observe`).
+    pub observers: crate::observe::Observers,
 }
 
 impl<D> Shared<D> {
@@ -86,6 +99,11 @@ impl<D> Shared<D> {
             max_requests: 0,
             retire: Notify::new(),
             draining: AtomicBool::new(false),
+            health_path: None,
+            proxy_protocol: super::proxy_protocol::Accept::off(),
+            scheme_headers: crate::proxy::SchemeHeaders::gunicorn_default(),
+            forwarder: crate::proxy::ForwarderHeaders::gunicorn_default(),
+            observers: crate::observe::Observers::default(),
         }
     }
 }
@@ -102,6 +120,8 @@ enum NoHead {
 struct Done {
     status: u16,
     sent: u64,
+    /// Request body bytes read.
+    received: u64,
     keep: bool,
     /// The app's head (for `{header}o`) and `{var}e` values.
     resp: Option<response::ResponseHead>,
@@ -115,6 +135,7 @@ impl Done {
         Done {
             status,
             sent: 0,
+            received: 0,
             keep,
             resp: None,
             log_vars: Vec::new(),
@@ -124,12 +145,35 @@ impl Done {
 }
 
 /// Serves one connection until it closes.
-pub async fn serve<S, D>(mut io: S, shared: Arc<Shared<D>>, info: Arc<ConnInfo>)
+pub async fn serve<S, D>(mut io: S, shared: Arc<Shared<D>>, mut info: Arc<ConnInfo>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     D: Dispatch,
 {
+    let _open = crate::metrics::Gauge::hold(crate::metrics::Held::Connection);
     let mut rbuf = BytesMut::with_capacity(8192);
+    if shared.proxy_protocol.enabled() {
+        let pp = &shared.proxy_protocol;
+        match super::proxy_protocol::read(
+            &mut io,
+            &mut rbuf,
+            pp,
+            &info.peer,
+            shared.limits.header_timeout,
+        )
+        .await
+        {
+            Ok(None) => {}
+            Ok(Some(p)) => info = Arc::new(ConnInfo::new(info.peer, info.local.clone()).proxied(p)),
+            Err(refused) => {
+                if let super::proxy_protocol::Refused::Warn(w) = refused {
+                    tracing::warn!("{w}; connection closed");
+                }
+                let _ = io.shutdown().await;
+                return;
+            }
+        }
+    }
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut first = true;
     // The client may still be sending when the server closes: linger before closing.
@@ -159,19 +203,37 @@ where
                 break;
             }
         };
+        if super::health::wanted(shared.health_path.as_deref(), &head) {
+            let keep = head.keep_alive
+                && shared.limits.keep_alive.is_some()
+                && !shared.draining.load(Ordering::Relaxed);
+            if super::health::answer(&head, keep, &mut out) {
+                continue;
+            }
+            break;
+        }
+        crate::metrics::request_started();
         let (done, upgrade) = exchange(&mut io, &mut rbuf, &mut out, &shared, &info, &head).await;
-        shared_finished(&shared, &info, &head, &done, start);
         if let Some(up) = upgrade {
             if !out.is_empty() && io.write_all(&out).await.is_err() {
+                shared_finished(&shared, &info, &head, &done, start);
                 break;
             }
             let buffered = rbuf.split().freeze();
+            // Logged when the upgraded connection ends, with its whole duration.
+            let (shared, info, head) = (shared.clone(), info.clone(), head.clone());
+            let ended = Ended::new(move |sent| {
+                let done = Done { sent, ..done };
+                shared_finished(&shared, &info, &head, &done, start);
+            });
             up(Upgraded {
                 io: Box::new(io),
                 buffered,
+                ended,
             });
             return;
         }
+        shared_finished(&shared, &info, &head, &done, start);
         if !done.keep {
             linger = done.unread || !rbuf.is_empty();
             break;
@@ -270,6 +332,7 @@ fn reject_log_allowed() -> Option<u64> {
 /// [`REJECT_LOG_MAX`] lines per [`REJECT_LOG_WINDOW`]; the next line says how many were not).
 fn reject<D>(shared: &Shared<D>, info: &ConnInfo, head: Option<&Head>, r: &Reject) {
     let _ = shared;
+    crate::metrics::rejected(r.status);
     let Some(skipped) = reject_log_allowed() else {
         return;
     };
@@ -396,6 +459,40 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin, D>(
     }
 }
 
+/// What a trusted proxy's headers say: the scheme (`secure_scheme_headers`), after checking
+/// that a `SCRIPT_NAME` header (`--forwarder-headers`) is a prefix of the path (400 if not, as
+/// in Gunicorn: the app could not be told its `PATH_INFO`).
+fn forwarded<D>(
+    shared: &Shared<D>,
+    head: &Head,
+    trusted: bool,
+) -> Result<&'static str, &'static str> {
+    if !trusted {
+        return Ok("http");
+    }
+    if shared.forwarder.script_name()
+        && let Some(i) = head.script_name
+    {
+        let script_name = crate::proxy::script_name_value(head.value(&head.fields[i]));
+        let (raw, _) = parse::split_target(head.target());
+        let path = if raw.contains(&b'%') {
+            std::borrow::Cow::Owned(parse::decode_path(raw))
+        } else {
+            std::borrow::Cow::Borrowed(raw)
+        };
+        if crate::proxy::strip_script_name(&path, script_name).is_none() {
+            return Err("the request path does not start with its SCRIPT_NAME header");
+        }
+    }
+    if shared.scheme_headers.worth_looking(head.forwarded) {
+        shared
+            .scheme_headers
+            .url_scheme(head.fields.iter().map(|f| (head.name(f), head.value(f))))
+    } else {
+        Ok("http")
+    }
+}
+
 /// A failed body read as a status for the client.
 fn body_status(e: &BodyError) -> Option<u16> {
     match e {
@@ -436,13 +533,9 @@ where
         (done, None)
     };
     let trusted = info.peer.trusted_by(&shared.forwarded);
-    let scheme = if head.forwarded && trusted {
-        match crate::proxy::url_scheme(head.fields.iter().map(|f| (head.name(f), head.value(f)))) {
-            Ok(s) => s,
-            Err(why) => return fail(400, why, out),
-        }
-    } else {
-        "http"
+    let scheme = match forwarded(shared, head, trusted) {
+        Ok(s) => s,
+        Err(why) => return fail(400, why, out),
     };
     if let Framing::Length(n) = head.framing
         && limits.body > 0
@@ -491,6 +584,7 @@ where
             body,
             conn: info.clone(),
             scheme,
+            trusted,
         };
         let outcome = {
             let mut fut = pin!(shared.dispatch.call(req));
@@ -509,7 +603,10 @@ where
             }
         };
         let mut none: Option<Pump<'_, tokio::io::Empty>> = None;
-        return write_outcome(io, out, outcome, head, keep_wanted, &mut none, info).await;
+        let (mut done, up) =
+            write_outcome(io, out, outcome, head, keep_wanted, &mut none, info).await;
+        done.received = dec.decoded;
+        return (done, up);
     }
 
     // Streaming: the app reads the body while the connection keeps reading it.
@@ -529,6 +626,7 @@ where
         }),
         conn: info.clone(),
         scheme,
+        trusted,
     };
     if !out.is_empty() {
         let ok = io.write_all(out).await.is_ok();
@@ -618,6 +716,7 @@ where
         done.keep = false;
     }
     done.unread = !p.dec.is_done();
+    done.received = p.dec.decoded;
     (done, up)
 }
 
@@ -1260,6 +1359,7 @@ where
         Done {
             status,
             sent,
+            received: 0,
             keep,
             resp: Some(rh),
             log_vars,
@@ -1289,7 +1389,7 @@ fn shared_finished<D>(
             (String::new(), String::new())
         };
         a.emit(&AccessRecord {
-            peer: info.peer,
+            peer: info.client(),
             method: head.method_str(),
             target: &target,
             path: &path,
@@ -1306,9 +1406,37 @@ fn shared_finished<D>(
             duration: start.elapsed(),
         });
     }
+    crate::metrics::request_finished(
+        method_class(head.method),
+        done.status,
+        done.received,
+        done.sent,
+        start,
+    );
+    if !shared.observers.is_empty() {
+        shared.observers.request(&crate::observe::Finished {
+            status: done.status,
+            sent: done.sent,
+            duration: start.elapsed(),
+        });
+    }
     let n = shared.requests.fetch_add(1, Ordering::Relaxed) + 1;
     if shared.max_requests > 0 && n == shared.max_requests {
         shared.retire.notify_one();
+    }
+}
+
+/// A method's index in the metrics' method labels (`crate::metrics::shared::METHODS`).
+fn method_class(m: Method) -> usize {
+    match m {
+        Method::Get => 0,
+        Method::Head => 1,
+        Method::Post => 2,
+        Method::Put => 3,
+        Method::Delete => 4,
+        Method::Options => 5,
+        Method::Connect => 6,
+        Method::Other => 7,
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::limits::Held;
 use super::parse::Head;
+use super::proxy_protocol::ProxyInfo;
 use super::response::ResponseHead;
 use crate::proxy::Peer;
 use crate::sockets::LocalAddr;
@@ -31,7 +32,10 @@ pub struct Remote {
 #[derive(Debug)]
 pub struct ConnInfo {
     pub peer: Peer,
+    /// `REMOTE_ADDR`/`REMOTE_PORT`: the TCP peer, or the client a PROXY header named.
     pub remote: Option<Remote>,
+    /// What the connection's PROXY protocol header said, if one came.
+    pub proxy: Option<ProxyInfo>,
     pub local: Arc<LocalAddr>,
     /// The connection's socket, for asking the kernel what it has not delivered yet (lingering
     /// close); `None` for a stream that is not a socket.
@@ -52,6 +56,7 @@ impl ConnInfo {
         ConnInfo {
             peer,
             remote,
+            proxy: None,
             local,
             fd: None,
             gone: AtomicBool::new(false),
@@ -64,6 +69,27 @@ impl ConnInfo {
         ConnInfo {
             fd: Some(fd),
             ..self
+        }
+    }
+
+    /// The connection as a PROXY header describes it: the client it names becomes the remote
+    /// address (the peer stays the proxy, which the forwarded-header rules trust or not).
+    pub fn proxied(mut self, info: ProxyInfo) -> ConnInfo {
+        if let Some(src) = info.source {
+            self.remote = Some(Remote {
+                addr: src.ip().to_string(),
+                port: src.port().to_string(),
+            });
+        }
+        self.proxy = Some(info);
+        self
+    }
+
+    /// The client for the access log (`%(h)s`): the one a PROXY header named, else the peer.
+    pub fn client(&self) -> Peer {
+        match self.proxy.as_ref().and_then(|p| p.source) {
+            Some(src) => Peer::Tcp(src),
+            None => self.peer,
         }
     }
 
@@ -181,6 +207,9 @@ pub struct Request {
     pub conn: Arc<ConnInfo>,
     /// `http` or `https` (`wsgi.url_scheme` / ASGI `scheme`), from the proxy rules.
     pub scheme: &'static str,
+    /// The peer is in `--forwarded-allow-ips` (or on a unix socket): its `--forwarder-headers`
+    /// count.
+    pub trusted: bool,
 }
 
 /// A streamed response body chunk, or the reason the stream must be cut (the client then sees
@@ -208,6 +237,33 @@ pub enum ReplyBody {
 pub struct Upgraded {
     pub io: Box<dyn Io>,
     pub buffered: Bytes,
+    /// Told when the upgraded connection ends: the request's access-log line (with the
+    /// duration of the whole connection) and its count towards `--max-requests` wait for it.
+    pub ended: Ended,
+}
+
+/// The end of an upgraded connection, reported once (with 0 bytes if it is only dropped).
+pub struct Ended(Option<Box<dyn FnOnce(u64) + Send>>);
+
+impl Ended {
+    pub fn new(f: impl FnOnce(u64) + Send + 'static) -> Ended {
+        Ended(Some(Box::new(f)))
+    }
+
+    /// The connection is over; `sent` payload bytes went to the client.
+    pub fn done(mut self, sent: u64) {
+        if let Some(f) = self.0.take() {
+            f(sent);
+        }
+    }
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(0);
+        }
+    }
 }
 
 /// A connection's byte stream, boxed for a hand-off.

@@ -7,8 +7,10 @@
 //! | [`body`] | request body decoding: `Content-Length`, chunked, trailers |
 //! | [`limits`] | sizes, timeouts, the body deadline, the worker's body budget |
 //! | [`conn`] | one connection: keep-alive, pipelining, timeouts, drain, `100-continue` |
+//! | [`proxy_protocol`] | the PROXY protocol header (v1, v2) before the first request |
 //! | [`response`] | response heads from the app, framing |
 //! | [`errors`] | responses the server makes itself |
+//! | [`health`] | `--health-path`, answered without the app |
 //! | [`stream`] | the bounded channel a streamed response flows through |
 //! | [`send_timeout`] | `--send-timeout`: a client that stops reading is cut |
 //! | [`dispatch`] | the seam an application interface (WSGI, later ASGI) implements |
@@ -19,8 +21,10 @@ pub mod conn;
 pub mod date;
 pub mod dispatch;
 pub mod errors;
+pub mod health;
 pub mod limits;
 pub mod parse;
+pub mod proxy_protocol;
 pub mod response;
 pub mod send_timeout;
 pub mod stream;

@@ -102,9 +102,12 @@ pub struct Head {
     pub host: Option<usize>,
     /// Whether any header name starts with `x-forwarded-` (the proxy rules look only then).
     pub forwarded: bool,
+    /// Index in `fields` of the last `SCRIPT_NAME` field (a proxy's, `--forwarder-headers`).
+    pub script_name: Option<usize>,
 }
 
 impl Head {
+    #[inline]
     fn bytes(&self, s: Span) -> &[u8] {
         &self.buf[s.start as usize..s.end as usize]
     }
@@ -124,10 +127,12 @@ impl Head {
         String::from_utf8_lossy(self.target())
     }
 
+    #[inline]
     pub fn name(&self, f: &Field) -> &[u8] {
         self.bytes(f.name)
     }
 
+    #[inline]
     pub fn value(&self, f: &Field) -> &[u8] {
         self.bytes(f.value)
     }
@@ -415,6 +420,7 @@ pub fn parse(buf: Bytes, limits: &Limits) -> Result<Head, Reject> {
     let mut expect_continue = false;
     let mut host = None;
     let mut content_type = false;
+    let mut script_name = None;
     let mut forwarded = false;
     for h in parsed.iter() {
         let name = h.name.as_bytes();
@@ -452,6 +458,7 @@ pub fn parse(buf: Bytes, limits: &Limits) -> Result<Head, Reject> {
                 }
                 content_type = true;
             }
+            11 if name.eq_ignore_ascii_case(b"script_name") => script_name = Some(idx),
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 for t in value.split(|&c| c == b',') {
                     let t = trim(t);
@@ -535,6 +542,7 @@ pub fn parse(buf: Bytes, limits: &Limits) -> Result<Head, Reject> {
         expect_continue: expect_continue && framing != Framing::None && version == Version::Http11,
         host,
         forwarded,
+        script_name,
         buf,
     })
 }

@@ -22,6 +22,8 @@ pub const MAX_BYTES: usize = 1024 * 1024;
 struct Budget {
     state: Mutex<(usize, bool)>, // (bytes queued, receiver gone)
     freed: Condvar,
+    /// The same news for an async producer (an ASGI app's `send`).
+    room: tokio::sync::Notify,
 }
 
 impl Budget {
@@ -33,6 +35,8 @@ impl Budget {
         let mut s = self.lock();
         s.0 = s.0.saturating_sub(n);
         self.freed.notify_one();
+        drop(s);
+        self.room.notify_waiters();
     }
 }
 
@@ -110,6 +114,30 @@ impl Sender {
         }
         self.tx.blocking_send(c).is_ok()
     }
+
+    /// Sends, waiting for room without blocking the thread (for an async producer on another
+    /// thread's event loop: this future needs no tokio runtime); false when the receiver is
+    /// gone.
+    pub async fn send(&self, c: Chunk) -> bool {
+        let n = size(&c);
+        loop {
+            let room = self.budget.room.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut s = self.budget.lock();
+                if s.1 {
+                    return false;
+                }
+                if s.0 == 0 || s.0 + n <= MAX_BYTES {
+                    s.0 += n;
+                    break;
+                }
+            }
+            room.await;
+        }
+        self.tx.send(c).await.is_ok()
+    }
 }
 
 impl Receiver {
@@ -131,6 +159,8 @@ impl Drop for Receiver {
         let mut s = self.budget.lock();
         s.1 = true;
         self.budget.freed.notify_all();
+        drop(s);
+        self.budget.room.notify_waiters();
     }
 }
 

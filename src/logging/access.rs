@@ -107,13 +107,24 @@ enum Seg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessFormat {
     segs: Vec<Seg>,
+    /// `json`: one JSON object per request instead of a formatted line (see `logging::json`).
+    json: bool,
 }
+
+/// The `--access-log-format` value that asks for JSON lines.
+pub const JSON_FORMAT: &str = "json";
 
 const ATOMS: &str = "hlutrmUqHsBbfaTMDLp";
 
 impl AccessFormat {
     /// Parses Gunicorn's `%(atom)s` syntax; `%%` is a literal `%`.
     pub fn parse(fmt: &str) -> Result<Self, String> {
+        if fmt.trim() == JSON_FORMAT {
+            return Ok(AccessFormat {
+                segs: Vec::new(),
+                json: true,
+            });
+        }
         let mut segs = Vec::new();
         let mut lit = String::new();
         let mut rest = fmt;
@@ -149,14 +160,16 @@ impl AccessFormat {
         if !lit.is_empty() {
             segs.push(Seg::Lit(lit));
         }
-        Ok(AccessFormat { segs })
+        Ok(AccessFormat { segs, json: false })
     }
 
     /// Whether rendering needs the decoded path or the query (`U`, `q`).
     pub fn needs_path(&self) -> bool {
-        self.segs
-            .iter()
-            .any(|s| matches!(s, Seg::Atom('U') | Seg::Atom('q')))
+        self.json
+            || self
+                .segs
+                .iter()
+                .any(|s| matches!(s, Seg::Atom('U') | Seg::Atom('q')))
     }
 
     /// The WSGI environ variables (lower-case) the format prints.
@@ -172,6 +185,9 @@ impl AccessFormat {
 
     /// Appends one line (with its newline) for `rec` to `out`.
     pub fn render(&self, rec: &AccessRecord<'_>, out: &mut Vec<u8>) {
+        if self.json {
+            return super::json::access_line(rec, out);
+        }
         for seg in &self.segs {
             match seg {
                 Seg::Lit(s) => out.extend_from_slice(s.as_bytes()),

@@ -8,9 +8,11 @@
 //!
 //! When stderr is the journal (`JOURNAL_STREAM`, see [`journal`]) error-log events go to journald
 //! natively, with their priority and fields; so do access lines when stdout is the journal.
+//! Otherwise `--log-format json` and `--access-log-format json` write JSON lines ([`json`]).
 
 pub mod access;
 pub mod journal;
+pub mod json;
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -137,6 +139,8 @@ static ERROR_LOG: RwLock<Option<Arc<Sink>>> = RwLock::new(None);
 static ACCESS_LOG: RwLock<Option<AccessOut>> = RwLock::new(None);
 /// Error-log events go to journald.
 static ERRORS_TO_JOURNAL: AtomicBool = AtomicBool::new(false);
+/// Error-log lines are JSON (`--log-format json`).
+static ERRORS_AS_JSON: AtomicBool = AtomicBool::new(false);
 /// Most verbose level shown: 1 error … 4 debug.
 static LEVEL: AtomicU8 = AtomicU8::new(3);
 static JOURNALD: OnceLock<Option<tracing_journald::Layer>> = OnceLock::new();
@@ -145,6 +149,9 @@ static JOURNALD: OnceLock<Option<tracing_journald::Layer>> = OnceLock::new();
 pub const ACCESS_TARGET: &str = "ferricorn::access";
 /// Events logged with this target are shown as CRITICAL (Gunicorn's level for worker timeouts).
 pub const CRITICAL: &str = "critical";
+/// Errors logged with this target are an app's exception (Gunicorn's `log.exception`): shown
+/// as ERROR, counted as `gunicorn.log.exception` by statsd.
+pub const EXCEPTION: &str = "exception";
 
 /// The error log (stderr until [`init`] ran).
 pub fn error_sink() -> Arc<Sink> {
@@ -230,6 +237,7 @@ pub fn reconfigure(cfg: &Config) -> Result<(), String> {
         Ordering::Relaxed,
     );
     ERRORS_TO_JOURNAL.store(journal_errors, Ordering::Relaxed);
+    ERRORS_AS_JSON.store(cfg.log_format == "json", Ordering::Relaxed);
     *ERROR_LOG.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(err));
     *ACCESS_LOG.write().unwrap_or_else(|e| e.into_inner()) = access;
     Ok(())
@@ -260,7 +268,10 @@ where
     }
 
     fn enabled(&self, meta: &Metadata<'_>, _: Context<'_, S>) -> bool {
-        meta.target() == ACCESS_TARGET || level_num(meta.level()) <= LEVEL.load(Ordering::Relaxed)
+        meta.target() == ACCESS_TARGET
+            || level_num(meta.level()) <= LEVEL.load(Ordering::Relaxed)
+            // statsd counts warnings and errors whatever --log-level shows (as Gunicorn does).
+            || (*meta.level() <= Level::WARN && crate::statsd::counting_logs())
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -269,6 +280,10 @@ where
             if let Some(j) = journald() {
                 j.on_event(event, ctx);
             }
+            return;
+        }
+        count_for_statsd(meta);
+        if level_num(meta.level()) > LEVEL.load(Ordering::Relaxed) {
             return;
         }
         if ERRORS_TO_JOURNAL.load(Ordering::Relaxed)
@@ -285,6 +300,12 @@ where
             Level::DEBUG => "DEBUG",
             Level::TRACE => "TRACE",
         };
+        if ERRORS_AS_JSON.load(Ordering::Relaxed) {
+            let mut fields = FieldsVisitor::default();
+            event.record(&mut fields);
+            error_sink().write(&json::error_line(level, &fields.message, &fields.fields));
+            return;
+        }
         let mut line = format!(
             "[{}] [{}] [{level}] ",
             chrono::Local::now().format("%Y-%m-%d %H:%M:%S %z"),
@@ -294,6 +315,46 @@ where
         line.push('\n');
         error_sink().write(line.as_bytes());
     }
+}
+
+/// An event's message and its other fields, apart (for JSON lines).
+#[derive(Default)]
+struct FieldsVisitor {
+    message: String,
+    fields: Vec<(String, String)>,
+}
+
+impl Visit for FieldsVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            self.fields
+                .push((field.name().to_string(), value.to_string()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            self.fields
+                .push((field.name().to_string(), format!("{value:?}")));
+        }
+    }
+}
+
+/// `gunicorn.log.critical`, `.error`, `.warning`, `.exception` (statsd, when it is on).
+fn count_for_statsd(meta: &Metadata<'_>) {
+    use crate::statsd::LogKind;
+    let kind = match *meta.level() {
+        Level::ERROR if meta.target() == CRITICAL => LogKind::Critical,
+        Level::ERROR if meta.target() == EXCEPTION => LogKind::Exception,
+        Level::ERROR => LogKind::Error,
+        Level::WARN => LogKind::Warning,
+        _ => return,
+    };
+    crate::statsd::count_log(kind);
 }
 
 /// Renders an event's message and fields as `message key=value ...`.

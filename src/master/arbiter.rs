@@ -23,6 +23,7 @@ use super::upgrade::{self, Successor};
 use super::workers::{Workers, describe, fork_worker};
 use crate::exit::EXIT_FAILURE;
 use crate::ipc::{self, Msg};
+use crate::metrics::{self, Book, Endpoint, MasterView, Restart};
 use crate::pidfile::PidFile;
 use crate::sockets::Listener;
 use crate::worker::{self, EXIT_APP_LOAD, EXIT_BOOT_ERROR};
@@ -106,8 +107,16 @@ pub(super) struct Master {
     systemd: Announcer,
     /// "ok at 12:00:00" / "failed at 12:00:00: why", for `STATUS=`.
     last_reload: Option<String>,
+    /// The metrics book (and the shared region, whose header also carries the readiness the
+    /// health path answers with), and the `--metrics-bind` listener.
+    book: Book,
+    metrics: Option<Endpoint>,
+    /// TERM arrived with `--drain-delay`: the health path answers 503, and the graceful stop
+    /// begins at this instant.
+    drain_at: Option<Instant>,
     /// The `server` object of the hooks, and the master-side hooks.
     hooks: crate::hooks::Server,
+    statsd: super::statsd::MasterStatsd,
 }
 
 /// What `master::run` opened before the loop starts.
@@ -117,6 +126,8 @@ pub(super) struct Opened {
     pub rx: ipc::Receiver,
     pub tx: ipc::Sender,
     pub pidfile: Option<PidFile>,
+    pub book: Book,
+    pub metrics: Option<Endpoint>,
 }
 
 fn hms() -> String {
@@ -143,7 +154,11 @@ impl Master {
             pidfile: opened.pidfile,
             systemd,
             last_reload: None,
+            book: opened.book,
+            metrics: opened.metrics,
+            drain_at: None,
             hooks,
+            statsd: super::statsd::MasterStatsd::new(),
         }
     }
 
@@ -154,6 +169,9 @@ impl Master {
         tracing::info!("Shutting down: Master");
         for l in std::mem::take(&mut self.listeners) {
             l.close_and_unlink();
+        }
+        if let Some(m) = self.metrics.take() {
+            m.close();
         }
         if let Some(p) = self.pidfile.take() {
             p.remove();
@@ -191,10 +209,16 @@ impl Master {
                 return code;
             }
             self.keep_systemd_informed();
-            let mut fds = [
+            let workers = self.workers.active(self.current.number);
+            self.statsd
+                .tick(&self.current.cfg, workers, &self.listeners);
+            let mut fds = vec![
                 PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.rx.fd(), PollFlags::POLLIN),
             ];
+            if let Some(m) = &self.metrics {
+                fds.extend(m.interest().into_iter().map(|(fd, ev)| PollFd::new(fd, ev)));
+            }
             let ms = u16::try_from(self.next_wakeup().as_millis()).unwrap_or(u16::MAX);
             match poll(&mut fds, PollTimeout::from(ms)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -207,6 +231,37 @@ impl Master {
             self.handle_messages();
             self.reap();
             self.enforce_timeouts();
+            self.serve_metrics();
+            self.end_drain_delay();
+        }
+    }
+
+    /// Answers scrapes (non-blocking: whatever can be done now).
+    fn serve_metrics(&mut self) {
+        let Some(endpoint) = &mut self.metrics else {
+            return;
+        };
+        let (book, workers, threads) = (&self.book, &self.workers, self.current.cfg.threads);
+        endpoint.service(|| {
+            let by_state = workers.by_state();
+            let serving = by_state
+                .iter()
+                .find(|(s, _)| *s == "serving")
+                .map_or(0, |(_, n)| *n);
+            metrics::render(book.snapshot(MasterView {
+                workers: by_state,
+                python_threads: serving * u64::from(threads),
+            }))
+        });
+    }
+
+    /// `--drain-delay` has passed since TERM: the graceful stop begins.
+    fn end_drain_delay(&mut self) {
+        if let Some(at) = self.drain_at
+            && Instant::now() >= at
+        {
+            self.drain_at = None;
+            self.begin_stop(Stop::Graceful, 0);
         }
     }
 
@@ -229,7 +284,14 @@ impl Master {
 
     fn next_wakeup(&self) -> Duration {
         let mut t = TICK;
-        if let Some(at) = self.systemd.next_due() {
+        for at in [
+            self.systemd.next_due(),
+            self.drain_at,
+            self.metrics.as_ref().and_then(Endpoint::next_deadline),
+        ]
+        .into_iter()
+        .flatten()
+        {
             t = t.min(at.saturating_duration_since(Instant::now()));
         }
         t.max(Duration::from_millis(1))
@@ -267,6 +329,10 @@ impl Master {
     /// Reload: a new generation with the configuration read again; the old one stops once the
     /// new one serves in full.
     fn handle_hup(&mut self) {
+        if self.drain_at.is_some() {
+            tracing::info!("HUP ignored: the server is stopping (--drain-delay)");
+            return;
+        }
         match &mut self.life {
             Lifecycle::Serving => self.reload_now(),
             Lifecycle::Booting { hup } => {
@@ -293,6 +359,19 @@ impl Master {
         if let Lifecycle::Upgrading { successor, hup, .. } = &self.life {
             let (pid, hup) = (successor.pid(), *hup);
             self.hand_over(pid, hup);
+            return;
+        }
+        let delay = self.current.cfg.drain_delay;
+        if delay > 0 && self.drain_at.is_none() && !matches!(self.life, Lifecycle::Stopping { .. })
+        {
+            // Still accepting and serving; only the health path says we are leaving.
+            metrics::set_draining(true);
+            self.systemd.stopping();
+            self.drain_at = Some(Instant::now() + Duration::from_secs(delay));
+            tracing::info!(
+                "Draining: the health path answers 503; the workers stop accepting in {delay} s \
+                 (--drain-delay)"
+            );
         } else {
             self.begin_stop(Stop::Graceful, 0);
         }
@@ -316,7 +395,7 @@ impl Master {
 
     /// Upgrade: start the executable again as a successor master on the same sockets.
     fn handle_usr2(&mut self) {
-        if !matches!(self.life, Lifecycle::Serving) {
+        if !matches!(self.life, Lifecycle::Serving) || self.drain_at.is_some() {
             tracing::warn!(
                 "USR2 ignored: the master is not in a steady state (starting, reloading, upgrading or stopping)"
             );
@@ -324,6 +403,7 @@ impl Master {
         }
         if let Err(e) = self.start_successor(false) {
             tracing::error!("Upgrade failed: {e}");
+            self.book.upgrade(false);
         }
     }
 
@@ -361,6 +441,7 @@ impl Master {
         let successor = upgrade::start(
             &program,
             &self.listeners,
+            self.metrics.as_ref().map(Endpoint::listener),
             &self.current.env,
             self.systemd.env(),
             before_exec,
@@ -429,6 +510,7 @@ impl Master {
     fn handle_msg(&mut self, pid: Pid, msg: Msg) {
         match msg {
             Msg::Booted => {
+                self.book.booted(pid.as_raw());
                 if self.workers.booted(pid).is_some() {
                     self.maybe_ready();
                 }
@@ -464,7 +546,11 @@ impl Master {
                 tracing::error!("Worker (pid:{pid}) failed to boot: {reason}");
                 if self.next_generation() == Some(generation) {
                     self.abort_reload(&format!("the app failed to load: {reason}"));
-                } else if !matches!(self.life, Lifecycle::Stopping { .. }) {
+                } else if generation == self.current.number
+                    && !matches!(self.life, Lifecycle::Stopping { .. })
+                {
+                    // A worker of an abandoned generation (a reload that already failed, whose
+                    // other workers are still being stopped) says nothing about the serving one.
                     tracing::error!(
                         "Reason: the app `{}` failed to load: {reason}",
                         self.current.cfg.app_spec()
@@ -491,6 +577,10 @@ impl Master {
         if let Some(old) = self.startup.predecessor.take() {
             tracing::info!("Taking over from the previous master (pid {old})");
             let _ = kill(Pid::from_raw(old), Signal::SIGTERM);
+            self.book.upgrade(true);
+            if let Some(m) = &mut self.metrics {
+                m.active = true;
+            }
         }
         if hup {
             self.reload_now();
@@ -527,6 +617,11 @@ impl Master {
 
     /// Forks one worker of a generation.
     fn spawn(&mut self, which: Which) -> bool {
+        let close_metrics = self
+            .metrics
+            .as_ref()
+            .map(Endpoint::raw_fds)
+            .unwrap_or_default();
         let (generation, opened): (&Generation, &[Listener]) = match (&self.life, which) {
             (Lifecycle::Reloading { reload, .. }, Which::Next) => {
                 (&reload.generation, reload.opened())
@@ -539,6 +634,7 @@ impl Master {
         };
         let (serve, mut close_fds) = generation.split(self.listeners.iter().chain(opened));
         close_fds.extend(self.master_fds());
+        close_fds.extend(close_metrics);
         let spawn = worker::Spawn {
             cfg: &generation.cfg,
             listeners: &serve,
@@ -559,7 +655,17 @@ impl Master {
             self.hook_failed(&e);
             return false;
         }
-        match fork_worker(|| worker::run(spawn)) {
+        let slot = self.book.reserve();
+        let memory = slot.map(|i| self.book.slot(i));
+        let forked = fork_worker(|| {
+            metrics::enter_slot(memory);
+            worker::run(spawn)
+        });
+        if let Some(i) = slot {
+            self.book
+                .forked(i, forked.as_ref().ok().map(|p| p.as_raw()));
+        }
+        match forked {
             Ok(pid) => {
                 tracing::info!("Booting worker with pid: {pid}");
                 self.workers.insert(pid, number);
@@ -574,10 +680,11 @@ impl Master {
     }
 
     /// Descriptors only the master uses, which a worker closes: the signalfd, the read end of
-    /// the workers' pipe, the notification socket.
+    /// the workers' pipe, the notification socket, the statsd socket.
     fn master_fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.sigfd.as_raw_fd(), self.rx.fd().as_raw_fd()];
         fds.extend(self.systemd.raw_fd());
+        fds.extend(self.statsd.raw_fd());
         fds
     }
 
@@ -626,17 +733,26 @@ impl Master {
                 self.reload_failed(&format!("the new master {why}"), hup);
                 return;
             }
+            self.book.upgrade(false);
             self.last_reload = Some(format!("(upgrade) failed at {}: new master {why}", hms()));
             if hup {
                 self.reload_now();
             }
             return;
         }
+        self.book.exited(pid.as_raw());
         let Some(w) = self.workers.remove(pid) else {
-            // A successor that took over, or a process we did not start.
+            // A successor that took over, or a process we did not start: as PID 1 (in a
+            // container) orphans of the app are reparented to the master, which reaps them.
+            tracing::debug!("Reaped process {pid}, which is not a worker");
             return;
         };
         w.log_exit(pid, status);
+        if !matches!(self.life, Lifecycle::Stopping { .. })
+            && let Some(why) = w.restart_reason()
+        {
+            self.book.restart(why);
+        }
         if let Err(e) = self.hooks.exited(&self.state(), pid.as_raw())
             && !matches!(self.life, Lifecycle::Stopping { .. })
         {
@@ -656,7 +772,7 @@ impl Master {
         };
         if in_reload {
             self.abort_reload(&format!("a new worker {}", describe(status)));
-        } else if booting || code == EXIT_APP_LOAD {
+        } else if w.generation == self.current.number && (booting || code == EXIT_APP_LOAD) {
             tracing::error!(
                 "Reason: a worker could not load the app `{}`",
                 self.current.cfg.app_spec()
@@ -707,6 +823,12 @@ impl Master {
         };
         match Reload::begin(&now) {
             Ok(r) => {
+                if r.generation.cfg.metrics_bind != self.current.cfg.metrics_bind {
+                    tracing::warn!(
+                        "--metrics-bind changed: the master keeps its metrics listener until \
+                         it restarts (or USR2 starts a new one)"
+                    );
+                }
                 // Gunicorn's on_reload: the new configuration's, before its workers fork. An
                 // exception refuses the reload (Gunicorn's master would die of it).
                 let state = crate::hooks::State {
@@ -758,7 +880,9 @@ impl Master {
         }
         for (pid, _) in self.workers.of_generation(old) {
             self.workers.stop(pid, Signal::SIGTERM);
+            self.book.restart(Restart::Reload);
         }
+        self.book.reload(true);
         crate::proctitle::set(&format!(
             "ferricorn: master [{}]",
             self.current.cfg.proc_name()
@@ -795,6 +919,7 @@ impl Master {
     }
 
     fn reload_failed(&mut self, why: &str, hup: bool) {
+        self.book.reload(false);
         tracing::error!("Reload failed: {why}; still serving with the previous configuration");
         self.last_reload = Some(format!("failed at {}: {why}", hms()));
         let status = self.status_text();
@@ -820,6 +945,9 @@ impl Master {
         }
         for l in self.listeners.iter_mut() {
             l.disown();
+        }
+        if let Some(m) = &mut self.metrics {
+            m.hand_over();
         }
         self.stop(Stop::Graceful, 0, Some(successor));
     }
@@ -847,7 +975,10 @@ impl Master {
         }
         if successor.is_none() {
             self.systemd.stopping();
+            // The host is leaving: its health path answers 503 from now on.
+            metrics::set_draining(true);
         }
+        self.drain_at = None;
         let before = std::mem::replace(
             &mut self.life,
             Lifecycle::Stopping {

@@ -6,9 +6,16 @@ use crate::config::Config;
 use crate::privileges::Identity;
 use crate::sockets::{self, Listener, LocalAddr};
 
-/// Inherited sockets when there are any; otherwise the configured binds.
-pub(super) fn open_at_start(cfg: &Config, id: Option<&Identity>) -> Result<Vec<Listener>, String> {
-    let inherited = sockets::from_systemd(&cfg.bind)?;
+/// Inherited sockets when there are any; otherwise the configured binds. Also the metrics
+/// listener a master this one upgrades from handed over, if any (it is not served by workers).
+pub(super) fn open_at_start(
+    cfg: &Config,
+    id: Option<&Identity>,
+) -> Result<(Vec<Listener>, Option<Listener>), String> {
+    let (metrics, inherited): (Vec<Listener>, Vec<Listener>) = sockets::from_systemd(&cfg.bind)?
+        .into_iter()
+        .partition(|l| l.name.as_deref() == Some(crate::metrics::endpoint::FD_NAME));
+    let metrics = metrics.into_iter().next();
     if !inherited.is_empty() {
         if cfg.bind_explicit {
             for b in &cfg.bind {
@@ -20,12 +27,12 @@ pub(super) fn open_at_start(cfg: &Config, id: Option<&Identity>) -> Result<Vec<L
             }
         }
         announce(&inherited);
-        return Ok(inherited);
+        return Ok((inherited, metrics));
     }
     let ls = sockets::bind_all(&cfg.bind, cfg.backlog as i32)?;
     give(&ls, id);
     announce(&ls);
-    Ok(ls)
+    Ok((ls, metrics))
 }
 
 /// For a reload: opens the binds of `cfg` that none of `open` serves. Sockets passed by systemd

@@ -2,8 +2,10 @@
 //!
 //! It owns the listeners, forks the workers, and runs one loop: `poll()` on a signalfd (every
 //! signal it handles is blocked and read from there, so no code runs in signal context) and on
-//! the workers' message pipe, then reaps exited workers, enforces `--timeout`, keeps the number
-//! of workers at the target, and keeps systemd informed (`READY`, `STATUS`, `WATCHDOG`, ...).
+//! the workers' message pipe (and on the `--metrics-bind` listener: `crate::metrics`), then
+//! reaps exited workers (and, as PID 1 of a container, any process reparented to it), enforces
+//! `--timeout`, keeps the number of workers at the target, and keeps systemd informed
+//! (`READY`, `STATUS`, `WATCHDOG`, ...).
 //!
 //! Workers belong to a *generation*. A reload (HUP) starts a new generation with the new
 //! configuration, waits until all its workers serve, and only then stops the old one
@@ -20,12 +22,14 @@
 //! | `upgrade` | USR2: fork + exec of a successor master on the same sockets |
 //! | `announce` | sd_notify: ready, reloading, stopping, status, watchdog |
 //! | `listeners` | which sockets the master opens, at start and on reload |
+//! | `statsd` | the master's statsd metrics: the workers gauge, the backlog |
 
 mod announce;
 mod arbiter;
 mod generation;
 mod listeners;
 mod reload;
+mod statsd;
 mod upgrade;
 pub(crate) mod workers;
 
@@ -128,7 +132,7 @@ pub fn run(cfg: Config, mut s: Startup) -> i32 {
     if let Err(e) = hooks.call(&state(&cfg), "on_starting") {
         return give_up(pidfile, &format!("Reason: {e}; not starting"));
     }
-    let listeners = match listeners::open_at_start(&cfg, identity.as_ref()) {
+    let (listeners, handed_metrics) = match listeners::open_at_start(&cfg, identity.as_ref()) {
         Ok(l) => l,
         Err(e) => return give_up(pidfile, &e),
     };
@@ -153,6 +157,28 @@ pub fn run(cfg: Config, mut s: Startup) -> i32 {
             return 1;
         }
     };
+    let python = crate::python::venv::runtime_version_full();
+    let python = python.split_whitespace().next().unwrap_or("").to_string();
+    let book = match crate::metrics::Book::new(cfg.metrics_bind.is_some(), python) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("cannot map the memory shared with the workers: {e}");
+            return 1;
+        }
+    };
+    let metrics = match open_metrics(&cfg, handed_metrics, s.predecessor.is_some()) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("{e}");
+            for l in listeners {
+                l.close_and_unlink();
+            }
+            if let Some(p) = pidfile {
+                p.remove();
+            }
+            return 1;
+        }
+    };
     crate::proctitle::set(&format!("ferricorn: master [{}]", cfg.proc_name()));
     // Gunicorn's when_ready: the listeners are open, no worker is forked yet. The server is
     // ready to start: a hook that raises (its traceback logged) does not keep it down.
@@ -167,6 +193,8 @@ pub fn run(cfg: Config, mut s: Startup) -> i32 {
         rx,
         tx,
         pidfile,
+        book,
+        metrics,
     };
     arbiter::Master::new(s, first, opened, systemd, hooks).run()
 }
@@ -227,6 +255,47 @@ fn preload(cfg: &Config) -> Result<(), i32> {
                 e.reason
             );
             Err(crate::exit::EXIT_APP_LOAD)
+        }
+    }
+}
+
+/// `HOST:0` (any port) matches a listener on that host: the predecessor's kernel-chosen port.
+fn any_port_of(bind: &crate::sockets::BindAddr, l: &crate::sockets::Listener) -> bool {
+    match (bind, &l.local) {
+        (crate::sockets::BindAddr::Tcp { host, port: 0 }, crate::sockets::LocalAddr::Tcp(a)) => {
+            host.parse::<std::net::IpAddr>().ok() == Some(a.ip())
+        }
+        _ => false,
+    }
+}
+
+/// The `--metrics-bind` listener: the one the master this one upgrades from handed over when
+/// it is the configured address (served only once this master takes over), else bound now.
+fn open_metrics(
+    cfg: &Config,
+    handed: Option<crate::sockets::Listener>,
+    upgrading: bool,
+) -> Result<Option<crate::metrics::Endpoint>, String> {
+    let Some(bind) = &cfg.metrics_bind else {
+        if let Some(l) = handed {
+            tracing::info!(
+                "Closing the metrics listener {} (no --metrics-bind)",
+                l.local
+            );
+        }
+        return Ok(None);
+    };
+    match handed {
+        Some(l) if l.matches(bind) || any_port_of(bind, &l) => {
+            let mut e = crate::metrics::Endpoint::adopt(l)
+                .map_err(|e| format!("--metrics-bind {bind}: {e}"))?;
+            e.active = !upgrading;
+            Ok(Some(e))
+        }
+        other => {
+            // Dropped, not unlinked: the previous master still answers on it until it leaves.
+            drop(other);
+            crate::metrics::Endpoint::open(bind).map(Some)
         }
     }
 }

@@ -63,6 +63,7 @@ pub(super) struct Program<'a> {
 
 /// Forks and execs the successor with `listeners`, and the environment of the current
 /// generation's workers (this master's, with `env` applied).
+/// `metrics`: the `--metrics-bind` listener, handed over after the others under its own name.
 ///
 /// `before_exec` (the `pre_exec` server hook) runs in the child before the exec; the fork
 /// then goes through CPython's fork protocol (`python::fork`), so that Python can run there.
@@ -70,11 +71,12 @@ pub(super) struct Program<'a> {
 pub(super) fn start(
     program: &Program<'_>,
     listeners: &[Listener],
+    metrics: Option<&Listener>,
     env: &[(String, Option<String>)],
     notify: &NotifyEnv,
     before_exec: Option<&mut dyn FnMut() -> bool>,
 ) -> Result<Successor, String> {
-    let mut exec = Exec::prepare(program, listeners, env, notify)?;
+    let mut exec = Exec::prepare(program, listeners, metrics, env, notify)?;
     let forked = match &before_exec {
         Some(_) => crate::python::fork(),
         // SAFETY: in the child, `Exec::run` makes only async-signal-safe calls and never
@@ -125,6 +127,7 @@ impl Exec {
     fn prepare(
         program: &Program<'_>,
         listeners: &[Listener],
+        metrics: Option<&Listener>,
         env: &[(String, Option<String>)],
         notify: &NotifyEnv,
     ) -> Result<Exec, String> {
@@ -139,7 +142,12 @@ impl Exec {
             .chain(program.argv.iter().skip(1).map(String::as_str))
             .map(|a| cstring(a.as_bytes(), "an argument"))
             .collect::<Result<Vec<_>, _>>()?;
-        let names: Vec<String> = listeners.iter().map(Listener::handover_name).collect();
+        let mut names: Vec<String> = listeners.iter().map(Listener::handover_name).collect();
+        let mut fds: Vec<RawFd> = listeners.iter().map(Listener::raw_fd).collect();
+        if let Some(m) = metrics {
+            names.push(crate::metrics::endpoint::FD_NAME.to_string());
+            fds.push(m.raw_fd());
+        }
         let changed = |k: &OsStr| env.iter().any(|(c, _)| OsStr::new(c) == k);
         let mut vars: Vec<Vec<u8>> = std::env::vars_os()
             .filter(|(k, _)| !REPLACED.iter().any(|r| OsStr::new(r) == k) && !changed(k))
@@ -149,7 +157,7 @@ impl Exec {
             env.iter()
                 .filter_map(|(k, v)| Some(format!("{k}={}", v.as_ref()?).into_bytes())),
         );
-        vars.push(format!("LISTEN_FDS={}", listeners.len()).into_bytes());
+        vars.push(format!("LISTEN_FDS={}", fds.len()).into_bytes());
         vars.push(format!("LISTEN_FDNAMES={}", names.join(":")).into_bytes());
         vars.push(format!("{UPGRADE_FROM_ENV}={}", std::process::id()).into_bytes());
         if let Some(n) = &notify.notifier {
@@ -185,7 +193,7 @@ impl Exec {
             envp,
             listen_pid_at,
             listen_pid,
-            fds: listeners.iter().map(Listener::raw_fd).collect(),
+            fds,
             empty_mask,
         })
     }

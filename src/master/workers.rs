@@ -15,6 +15,7 @@ use nix::unistd::{ForkResult, Pid, getpid};
 
 use crate::ipc::monotonic_ns;
 use crate::logging::CRITICAL;
+use crate::metrics::Restart;
 use crate::worker::EXIT_BOOT_ERROR;
 
 /// Forks a worker: the child runs `child` and exits with the code it returns. This is the only
@@ -92,7 +93,21 @@ impl State {
     fn active(self) -> bool {
         matches!(self, State::Booting | State::Serving)
     }
+
+    /// Its name in the metrics (`ferricorn_workers{state}`).
+    fn name(self) -> &'static str {
+        match self {
+            State::Booting => "booting",
+            State::Serving => "serving",
+            State::Retiring => "retiring",
+            State::Stopping { .. } => "stopping",
+            State::TimedOut { .. } => "timed_out",
+        }
+    }
 }
+
+/// Every state's name, in the order the metrics list them.
+const STATE_NAMES: [&str; 5] = ["booting", "serving", "retiring", "stopping", "timed_out"];
 
 #[derive(Debug)]
 pub(super) struct Worker {
@@ -110,6 +125,18 @@ impl Worker {
     /// It exited without having served and without being asked to: a boot failure.
     pub fn died_booting(&self) -> bool {
         !self.state.booted() && !self.state.leaving()
+    }
+
+    /// Why its exit makes the master replace it, for the metrics: it timed out, reached
+    /// `--max-requests`, or ended without being asked to (a crash). None when it was told to
+    /// stop (a reload's replacements are counted when the reload commits).
+    pub fn restart_reason(&self) -> Option<Restart> {
+        match self.state {
+            State::TimedOut { .. } => Some(Restart::Timeout),
+            State::Retiring => Some(Restart::MaxRequests),
+            State::Booting | State::Serving => Some(Restart::Crash),
+            State::Stopping { .. } => None,
+        }
     }
 
     /// Logs how it ended, telling expected exits from crashes.
@@ -231,6 +258,21 @@ impl Workers {
 
     fn count(&self, f: impl Fn(&Worker) -> bool) -> u32 {
         self.by_pid.values().filter(|w| f(w)).count() as u32
+    }
+
+    /// How many workers are in each state (every state listed, zeros included).
+    pub fn by_state(&self) -> Vec<(&'static str, u64)> {
+        STATE_NAMES
+            .iter()
+            .map(|n| {
+                let count = self
+                    .by_pid
+                    .values()
+                    .filter(|w| w.state.name() == *n)
+                    .count();
+                (*n, count as u64)
+            })
+            .collect()
     }
 
     pub fn requests_total(&self) -> u64 {

@@ -409,6 +409,17 @@ impl<'a> Plan<'a> {
         }
         diff!("--max-requests", max_requests);
         diff!("--max-requests-jitter", max_requests_jitter);
+        // Issue 17: readiness, metrics, JSON logs.
+        diff!("--drain-delay", drain_delay);
+        if let Some(p) = &c.health_path {
+            opt("--health-path", p.clone());
+        }
+        if let Some(m) = &c.metrics_bind {
+            opt("--metrics-bind", m.to_string());
+        }
+        if c.log_format != d.log_format {
+            opt("--log-format", c.log_format.clone());
+        }
         let files = v == Variant::Supervisor && log_files(c).is_empty();
         if files && c.access_logfile.is_some() {
             opt("--access-logfile", self.default_log("access"));
@@ -543,7 +554,7 @@ impl<'a> Plan<'a> {
              TimeoutStopSec={stop}\n\
              Restart=on-failure\n",
             g = c.graceful_timeout,
-            stop = c.graceful_timeout + STOP_MARGIN,
+            stop = c.drain_delay + c.graceful_timeout + STOP_MARGIN,
         );
         if let Some(w) = self.watchdog {
             let _ = writeln!(s, "WatchdogSec={w}");
@@ -793,7 +804,7 @@ impl<'a> Plan<'a> {
              stdout_logfile={log_dir}/stdout.log\n\
              stderr_logfile={log_dir}/stderr.log\n",
             user = self.user,
-            wait = c.graceful_timeout + SUPERVISOR_STOP_MARGIN,
+            wait = c.drain_delay + c.graceful_timeout + SUPERVISOR_STOP_MARGIN,
         );
         s
     }
@@ -890,7 +901,7 @@ impl<'a> Plan<'a> {
              \n\
              pre-start exec install -d -m 0755 {dir}\n\
              exec {cmd}\n",
-            wait = c.graceful_timeout + SUPERVISOR_STOP_MARGIN,
+            wait = c.drain_delay + c.graceful_timeout + SUPERVISOR_STOP_MARGIN,
             dir = self.socket_dir,
             cmd = self.command_line(Variant::Upstart, &self.exe),
         );

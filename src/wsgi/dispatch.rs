@@ -28,8 +28,16 @@ pub struct WsgiDispatch {
 
 impl Dispatch for WsgiDispatch {
     async fn call(&self, req: Request) -> Outcome {
-        let Ok(permit) = self.slots.clone().acquire_owned().await else {
-            return Outcome::Failed;
+        // Waiting for a Python thread counts as queued (in the metrics) only when it waits.
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let _queued = crate::metrics::Gauge::hold(crate::metrics::Held::PythonQueued);
+                let Ok(p) = self.slots.clone().acquire_owned().await else {
+                    return Outcome::Failed;
+                };
+                p
+            }
         };
         let (tx, rx) = oneshot::channel();
         if self.inline

@@ -123,6 +123,11 @@ impl WsgiApp {
         })
     }
 
+    /// `--forwarder-headers` for the environ.
+    pub fn set_forwarder_headers(&mut self, f: crate::proxy::ForwarderHeaders) {
+        self.template.set_forwarder_headers(f);
+    }
+
     /// Calls the app for `req`.
     pub fn call(&self, py: Python<'_>, req: Request) -> Called {
         let head = req.head.clone();

@@ -18,6 +18,8 @@ use super::file_wrapper::FileWrapper;
 use super::input::Input;
 use crate::http::dispatch::{Body, Request};
 use crate::http::parse::{self, Head, Method, Version};
+use crate::http::proxy_protocol::ProxyInfo;
+use crate::proxy::{self, ForwarderHeaders};
 use crate::sockets::LocalAddr;
 
 /// A Python str from bytes taken as latin-1 (each byte one code point, as PEP 3333 says).
@@ -67,6 +69,8 @@ type HeaderKeys = FxHashMap<Box<[u8]>, Option<Py<PyString>>>;
 pub struct Template {
     dict: Py<PyDict>,
     script_name: String,
+    /// `--forwarder-headers`: what a trusted peer's `_` headers may set.
+    forwarder: ForwarderHeaders,
     /// `HTTP_*` keys by header name as sent, interned once.
     keys: Mutex<HeaderKeys>,
 }
@@ -118,8 +122,15 @@ impl Template {
         Ok(Template {
             dict: d.unbind(),
             script_name,
+            forwarder: ForwarderHeaders::gunicorn_default(),
             keys: Mutex::new(FxHashMap::default()),
         })
+    }
+
+    /// `--forwarder-headers` (Gunicorn's default until this is called: `SCRIPT_NAME`,
+    /// `PATH_INFO`).
+    pub fn set_forwarder_headers(&mut self, f: ForwarderHeaders) {
+        self.forwarder = f;
     }
 
     /// The environ key for a request header, or None for a name Gunicorn drops (one with an
@@ -165,11 +176,22 @@ impl Template {
         if raw_path.contains(&b'%') {
             path = Cow::Owned(parse::decode_path(raw_path));
         }
-        if !self.script_name.is_empty() && path.starts_with(self.script_name.as_bytes()) {
-            let rest = &path[self.script_name.len()..];
-            if rest.is_empty() || rest[0] == b'/' {
-                path = Cow::Owned(rest.to_vec());
+        // A trusted proxy's SCRIPT_NAME header (the connection checked that it fits the path)
+        // replaces the one from the environment.
+        let forwarded_script = match head.script_name {
+            Some(i) if req.trusted && self.forwarder.script_name() => {
+                Some(proxy::script_name_value(head.value(&head.fields[i])))
             }
+            _ => None,
+        };
+        let script_name = forwarded_script.unwrap_or(self.script_name.as_bytes());
+        if !script_name.is_empty()
+            && let Some(rest) = proxy::strip_script_name(&path, script_name)
+        {
+            path = Cow::Owned(rest.to_vec());
+        }
+        if let Some(sn) = forwarded_script {
+            env.set_item(intern!(py, "SCRIPT_NAME"), latin1(py, sn)?)?;
         }
         env.set_item(intern!(py, "PATH_INFO"), latin1(py, &path)?)?;
         env.set_item(intern!(py, "QUERY_STRING"), latin1(py, query)?)?;
@@ -190,6 +212,9 @@ impl Template {
             }
             None => env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?,
         }
+        if let Some(p) = &req.conn.proxy {
+            set_proxy_keys(py, &env, p)?;
+        }
         env.set_item(
             intern!(py, "wsgi.url_scheme"),
             if req.scheme == "https" {
@@ -200,24 +225,35 @@ impl Template {
         )?;
 
         // Repeated headers are joined with "," in the order they came (PEP 3333, Gunicorn).
+        // Names are compared only when their lengths match (the usual head has no repeats).
         let fields = &head.fields;
+        let same = |a: &parse::Field, name: &[u8]| {
+            (a.name.end - a.name.start) as usize == name.len()
+                && head.name(a).eq_ignore_ascii_case(name)
+        };
         for (i, f) in fields.iter().enumerate() {
             let name = head.name(f);
-            if fields[..i]
-                .iter()
-                .any(|p| head.name(p).eq_ignore_ascii_case(name))
-            {
+            let mut repeated = false;
+            for p in &fields[..i] {
+                if same(p, name) {
+                    repeated = true;
+                    break;
+                }
+            }
+            if repeated {
                 continue;
             }
             let mut value = Cow::Borrowed(head.value(f));
             for later in &fields[i + 1..] {
-                if head.name(later).eq_ignore_ascii_case(name) {
+                if same(later, name) {
                     let v = value.to_mut();
                     v.push(b',');
                     v.extend_from_slice(head.value(later));
                 }
             }
-            self.set_header(py, &env, name, &value)?;
+            if !self.set_header(py, &env, name, &value)? && req.trusted {
+                self.set_forwarded_header(py, &env, name, &value)?;
+            }
         }
         let mut input = None;
         if !matches!(req.body, Body::Empty) {
@@ -228,23 +264,61 @@ impl Template {
         Ok((env, input))
     }
 
-    fn set_header(
+    /// A name with `_` from a trusted peer: kept as `HTTP_NAME` if `--forwarder-headers` has
+    /// it (out of line: rare, and kept out of `build`'s inlining budget).
+    #[cold]
+    #[inline(never)]
+    fn set_forwarded_header(
         &self,
         py: Python<'_>,
         env: &Bound<'_, PyDict>,
         name: &[u8],
         value: &[u8],
     ) -> PyResult<()> {
-        if name.eq_ignore_ascii_case(b"content-type") {
-            env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, value)?)
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, value)?)
-        } else if let Some(key) = self.header_key(py, name) {
-            env.set_item(key, latin1(py, value)?)
-        } else {
-            Ok(())
+        if !self.forwarder.allows(name) {
+            return Ok(());
         }
+        let key: String = std::iter::once("HTTP_")
+            .flat_map(str::chars)
+            .chain(name.iter().map(|&c| match c {
+                b'-' => '_',
+                c => c.to_ascii_uppercase() as char,
+            }))
+            .collect();
+        env.set_item(key, latin1(py, value)?)
     }
+
+    /// Sets the environ key of one header; false for a name that is dropped (one with `_`).
+    fn set_header(
+        &self,
+        py: Python<'_>,
+        env: &Bound<'_, PyDict>,
+        name: &[u8],
+        value: &[u8],
+    ) -> PyResult<bool> {
+        if name.eq_ignore_ascii_case(b"content-type") {
+            env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, value)?)?;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, value)?)?;
+        } else if let Some(key) = self.header_key(py, name) {
+            env.set_item(key, latin1(py, value)?)?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+/// Gunicorn's keys for a PROXY protocol header (`REMOTE_*` are the client's already).
+#[cold]
+#[inline(never)]
+fn set_proxy_keys(py: Python<'_>, env: &Bound<'_, PyDict>, p: &ProxyInfo) -> PyResult<()> {
+    env.set_item(intern!(py, "PROXY_PROTOCOL"), p.protocol)?;
+    if let Some(d) = p.destination {
+        env.set_item(intern!(py, "PROXY_ADDR"), d.ip().to_string())?;
+        env.set_item(intern!(py, "PROXY_PORT"), d.port().to_string())?;
+    }
+    Ok(())
 }
 
 fn method_str<'py>(py: Python<'py>, head: &Head) -> Bound<'py, PyString> {

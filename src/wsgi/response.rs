@@ -265,5 +265,5 @@ fn close(py: Python<'_>, result: &Bound<'_, PyAny>, target: &str) {
 
 pub(super) fn log_app_error(py: Python<'_>, target: &str, e: &PyErr) {
     let tb = crate::python::format_traceback(py, e);
-    tracing::error!("Error handling request {target}\n{}", tb.trim_end());
+    tracing::error!(target: crate::logging::EXCEPTION, "Error handling request {target}\n{}", tb.trim_end());
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Read/write timeout set on every new connection.
@@ -46,6 +46,11 @@ impl Addr {
             return Some(Addr::Tcp(sa));
         }
         hp.to_socket_addrs().ok()?.next().map(Addr::Tcp)
+    }
+
+    /// The unix socket at `path`.
+    pub fn unix(path: &Path) -> Addr {
+        Addr::Unix(path.to_path_buf())
     }
 
     /// The TCP port, if this is a TCP address.
@@ -429,6 +434,11 @@ impl Conn {
         Ok(out)
     }
 
+    /// Reads exactly `n` bytes (buffered ones first), e.g. a frame after an upgrade.
+    pub fn read_bytes(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        self.read_exact_n(n, "bytes")
+    }
+
     /// Reads everything until the peer closes (buffered bytes included).
     /// ECONNRESET is returned as an error.
     pub fn read_until_close(&mut self) -> io::Result<Vec<u8>> {
@@ -700,4 +710,12 @@ pub fn request(
 /// GET `target` on a fresh connection with "Connection: close".
 pub fn get(addr: &Addr, target: &str) -> io::Result<Response> {
     request(addr, "GET", target, &[], None)
+}
+
+/// GET `target` on a fresh connection, which must answer 200: the body as text (panics
+/// otherwise, naming the target and the address).
+pub fn get_text(addr: &Addr, target: &str) -> String {
+    let r = get(addr, target).unwrap_or_else(|e| panic!("GET {target} on {addr:?}: {e}"));
+    assert_eq!(r.status, 200, "GET {target}: {}", r.text());
+    r.text()
 }

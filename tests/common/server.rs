@@ -664,6 +664,11 @@ fn procs_where(mut f: impl FnMut(&ProcStat) -> bool) -> Vec<i32> {
     pids
 }
 
+/// Pids of the processes whose parent is `pid` (any state, zombies included).
+pub fn procs_children(pid: i32) -> Vec<i32> {
+    procs_where(|st| st.ppid == pid)
+}
+
 /// kill(pid, 0) succeeds and the process is not a zombie.
 pub fn pid_alive(pid: i32) -> bool {
     if pid <= 0 {

@@ -6,7 +6,9 @@
       connection per request, as nginx makes them). ADDR is unix:PATH or HOST:PORT (loopback
       only). Prints one JSON object: ok, failed, refused, statuses, errors (first few).
       With --go FILE, FILE is created once the first request succeeded.
-  get ADDR PATH [--header K:V ...]     one request; prints JSON {status, headers, body}
+  get ADDR PATH [--header K:V ...] [--source IP]
+                                       one request (from the loopback address IP, if given);
+                                       prints JSON {status, headers, body, local_port}
   stream ADDR PATH                     prints JSON [[seconds, bytes], ...] as they arrive
   journal-check                        reads `journalctl -o json` from stdin (see below)
   free-port                            prints a free loopback TCP port
@@ -41,20 +43,23 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = s
 
 
-def connection(addr, timeout=10.0):
+def connection(addr, timeout=10.0, source=None):
     if addr.startswith("unix:"):
         return UnixHTTPConnection(addr[5:], timeout)
     host, _, port = addr.rpartition(":")
     host = host.strip("[]")
-    if not host.startswith(LOOPBACK):
+    if not host.startswith(LOOPBACK) or (source and not source.startswith(LOOPBACK)):
         sys.exit("refusing non-loopback address %s" % addr)
-    return http.client.HTTPConnection(host, int(port), timeout=timeout)
+    return http.client.HTTPConnection(host, int(port), timeout=timeout,
+                                      source_address=(source, 0) if source else None)
 
 
-def request(addr, path, headers=None, timeout=10.0):
-    c = connection(addr, timeout)
+def request(addr, path, headers=None, timeout=10.0, source=None, local=None):
+    c = connection(addr, timeout, source)
     try:
         c.request("GET", path, headers=dict(headers or {}, Connection="close"))
+        if local is not None and not addr.startswith("unix:"):
+            local.append(c.sock.getsockname()[1])
         r = c.getresponse()
         body = r.read()
         return r.status, dict(r.getheaders()), body
@@ -108,13 +113,16 @@ def cmd_load(a):
 
 def cmd_get(a):
     headers = dict(h.split(":", 1) for h in a.header)
+    local = []
     try:
-        status, hdrs, body = request(a.addr, a.path, {k: v.strip() for k, v in headers.items()})
+        status, hdrs, body = request(a.addr, a.path, {k: v.strip() for k, v in headers.items()},
+                                     source=a.source, local=local)
     except Exception as e:
         print(json.dumps({"status": 0, "error": "%s: %s" % (type(e).__name__, e)}))
         return
     print(json.dumps({"status": status, "headers": hdrs,
-                      "body": body.decode("utf-8", "replace")}))
+                      "body": body.decode("utf-8", "replace"),
+                      "local_port": local[0] if local else None}))
 
 
 def cmd_stream(a):
@@ -204,6 +212,7 @@ def main():
     s.add_argument("addr")
     s.add_argument("path")
     s.add_argument("--header", action="append", default=[])
+    s.add_argument("--source")
     s.set_defaults(f=cmd_get)
     s = sub.add_parser("stream")
     s.add_argument("addr")

@@ -10,9 +10,12 @@
 # and /var; /usr read-only from here), its own network namespace (loopback only). The binary
 # and the example app are bound in read-only under /opt/ferricorn; the units, the tmpfiles.d
 # entry and nginx's configuration are copied into its /etc, as a user would install them.
+# The deployment guide's own units run there too, with only /usr/bin/gunicorn changed to
+# /usr/bin/ferricorn (the binary joins /usr/bin through a read-only overlay).
 # runit, supervisor, honcho and logrotate run on this machine, each on its generated file, with
 # everything under a temporary directory in /run (runit's log service writes /var/log/NAME, as
-# generated, removed afterwards).
+# generated, removed afterwards). So do a real nginx (stream module, `proxy_protocol on;`) and
+# HAProxy (`send-proxy-v2`) in front of ferricorn --proxy-protocol, on loopback.
 #
 # Prints one line per check, PASS or FAIL (SKIP only where this machine cannot run a part at
 # all), and a closing "N passed, N failed, N skipped"; exits 1 if any check failed.
@@ -48,13 +51,16 @@ fi
 if [ ! -x "$BIN" ]; then
   cargo build --release --quiet
 fi
-for tool in curl nginx hey runsv sv supervisord supervisorctl logrotate "$HONCHO"; do
+for tool in curl nginx hey runsv sv supervisord supervisorctl logrotate haproxy "$HONCHO"; do
   command -v "$tool" >/dev/null || { echo "FAIL setup: $tool is not installed (see .ci/run)"; exit 1; }
 done
+NGINX_STREAM=/usr/lib/nginx/modules/ngx_stream_module.so # libnginx-mod-stream
+[ -e "$NGINX_STREAM" ] || { echo "FAIL setup: nginx's stream module is not installed (libnginx-mod-stream; see .ci/run)"; exit 1; }
 
 W=$(mktemp -d /run/ferricorn-e2e.XXXXXX) # /run: the generator refuses /tmp (PrivateTmp=yes)
 chmod 0755 "$W"
 NSPAWN_PID='' SP='' RUNSV_PID='' SUPERVISORD_PID='' HONCHO_PID='' LOAD_PID=''
+PP_FC_PID='' PP_NGINX_PID='' PP_HAPROXY_PID=''
 RUNIT_NAME=fce2e-runit SUP_NAME=fce2e-sup PROC_NAME=fce2e-procfile
 
 stop_pid() { # stop_pid PID GRACE_SECONDS: TERM, then KILL after the grace period
@@ -72,6 +78,9 @@ stop_pid() { # stop_pid PID GRACE_SECONDS: TERM, then KILL after the grace perio
 cleanup() {
   set +e
   stop_pid "$LOAD_PID" 2
+  stop_pid "$PP_NGINX_PID" 10
+  stop_pid "$PP_HAPROXY_PID" 10
+  stop_pid "$PP_FC_PID" 20
   stop_pid "$HONCHO_PID" 10
   if [ -n "$SUPERVISORD_PID" ]; then
     timeout 20 supervisorctl -c "$W/supervisor/supervisord.conf" shutdown >/dev/null 2>&1
@@ -135,6 +144,9 @@ GEN_ARGS=(--name app --exe /opt/ferricorn/bin/ferricorn --chdir /opt/ferricorn/e
   --systemd-version 252 -w 2 spec:app)
 "$BIN" systemd generate "${GEN_ARGS[@]}" --output "$W/gen" 2>/dev/null
 "$BIN" systemd generate --watchdog 2 "${GEN_ARGS[@]}" --output "$W/gen-watchdog" 2>/dev/null
+# An ASGI app (tests/e2e/asgi_app.py) as a second unit pair.
+"$BIN" systemd generate --name asgi --exe /opt/ferricorn/bin/ferricorn --chdir /opt/ferricorn/e2e \
+  --systemd-version 252 -w 2 asgi_app:app --output "$W/gen-asgi" 2>/dev/null
 # The variant for systemd >= 253 is generated too (this machine's 252 cannot run it).
 nr=$("$BIN" systemd generate --name app --exe /opt/ferricorn/bin/ferricorn \
   --chdir /opt/ferricorn/examples --systemd-version 253 -w 2 spec:app --only service)
@@ -164,13 +176,20 @@ systemd_part() {
   # space) is a twentieth of that here, so that the check journal-complete sees within seconds
   # what a busy site sees: without the generated unit's own limit, access lines are dropped.
   printf '[Journal]\nRateLimitIntervalSec=30s\nRateLimitBurst=500\n' >"$W/journald-ratelimit.conf"
+  # The deployment guide's unit runs /usr/bin/gunicorn, here /usr/bin/ferricorn: the binary
+  # joins the host's /usr/bin in the container through a read-only overlay.
+  mkdir -p "$W/usr-bin"
+  cp "$BIN" "$W/usr-bin/ferricorn"
+  chmod 0755 "$W/usr-bin/ferricorn"
   local machine="ferricorn-e2e-$$"
   systemd-nspawn -D / --volatile=yes -b --register=no --keep-unit --private-network \
+    --overlay-ro="/usr/bin:$W/usr-bin:/usr/bin" \
     --console=pipe --machine="$machine" \
     --bind-ro="$W/disable-all.preset:/etc/systemd/system-preset/00-disable-all.preset" \
     --bind-ro="$W/journald-ratelimit.conf:/etc/systemd/journald.conf.d/50-e2e-ratelimit.conf" \
     --bind-ro="$BIN:/opt/ferricorn/bin/ferricorn" \
     --bind-ro="$REPO/examples:/opt/ferricorn/examples" \
+    --bind-ro="$REPO/tests/e2e:/opt/ferricorn/e2e" \
     -- systemd.mask=systemd-firstboot.service </dev/null >"$W/console.log" 2>&1 &
   NSPAWN_PID=$!
   find_sp() { SP=$(pgrep -P "$NSPAWN_PID" -x systemd) && [ -n "$SP" ]; }
@@ -464,9 +483,111 @@ EOF
   else
     fail usr2-upgrade "ok $ok failed $bad $(load_errors usr2), MainPID $before -> $newmain '$title', states {$states}, NRestarts $n0 -> $(prop app.service NRestarts)"
   fi
+
+  # 10. An ASGI app under its own generated units: socket activation (lifespan startup before
+  # READY), then systemctl reload during a request loop.
+  install -m 0644 "$W/gen-asgi/systemd/asgi.socket" "$W/gen-asgi/systemd/asgi.service" "$R/etc/systemd/system/"
+  install -m 0644 "$W/gen-asgi/tmpfiles.d/asgi.conf" "$R/etc/tmpfiles.d/"
+  C systemd-tmpfiles --create /etc/tmpfiles.d/asgi.conf
+  C systemctl daemon-reload
+  C systemctl enable --now asgi.socket >/dev/null 2>&1 || true
+  local asgi_body asgi_before asgi_after
+  asgi_body=$(timeout 30 curl -s --unix-socket "$R/run/asgi/socket" http://localhost/ || true)
+  wait_for 20 prop_is asgi.service ActiveState active || true
+  if [ "$asgi_body" = "asgi lifespan-ok" ] && [ "$(prop asgi.service ActiveState)" = active ] \
+    && [ "$(prop asgi.service Type)" = notify ]; then
+    pass "asgi-activation: an ASGI app's generated asgi.socket/asgi.service: the first request starts it, '$asgi_body' (lifespan state in the scope), Type=notify active"
+  else
+    fail asgi-activation "body '$asgi_body', asgi.service $(prop asgi.service ActiveState)"
+  fi
+  asgi_before=$(prop asgi.service MainPID)
+  if start_load asgi-reload "unix:$R/run/asgi/socket" / 5; then
+    sleep 1
+    C systemctl reload asgi.service || true
+  fi
+  finish_load asgi-reload
+  asgi_after=$(prop asgi.service MainPID)
+  ok=$LOAD_OK bad=$LOAD_FAILED
+  C journalctl -u asgi.service --no-pager -o cat >"$W/journal-asgi.txt" 2>/dev/null || true
+  if [ "$ok" -gt 0 ] && [ "$bad" = 0 ] && [ "$asgi_before" = "$asgi_after" ] \
+    && grep -q 'Reload complete: generation 2 serving' "$W/journal-asgi.txt" \
+    && grep -q 'ASGI lifespan shutdown complete' "$W/journal-asgi.txt"; then
+    pass "asgi-reload: systemctl reload asgi during $ok requests: 0 failed, MainPID unchanged, the old workers' lifespan shutdown ran"
+  else
+    fail asgi-reload "ok $ok failed $bad $(load_errors asgi-reload), MainPID $asgi_before -> $asgi_after, journal: $(grep -E 'Reload|lifespan' "$W/journal-asgi.txt" | tail -n 3 | tr '\n' ' ')"
+  fi
+
+  guide_units
   # For a look afterwards (FERRICORN_E2E_KEEP=1).
   C journalctl --no-pager -o short-monotonic -u app.service -u app.socket -u nginx.service \
-    >"$W/journal-final.txt" 2>&1 || true
+    -u gunicorn.service -u gunicorn.socket >"$W/journal-final.txt" 2>&1 || true
+}
+
+# 10. The deployment guide's own units (its systemd section, as published:
+# tests/fixtures/guide), with only the program in ExecStart changed, /usr/bin/gunicorn to
+# /usr/bin/ferricorn: its user, app module, pid file, RuntimeDirectory= and the rest as they
+# are. (Runs inside systemd_part: C, R, prop.)
+guide_units() {
+  local g=$W/guide body mainpid pidfile title lines app=$R/home/someuser/applicationroot
+  mkdir -p "$g"
+  cp "$REPO"/tests/fixtures/guide/* "$g/"
+  sed -i 's|^ExecStart=/usr/bin/gunicorn |ExecStart=/usr/bin/ferricorn |' "$g/gunicorn.service"
+  lines=$(diff "$REPO/tests/fixtures/guide/gunicorn.service" "$g/gunicorn.service" | grep -c '^[<>]' || true)
+  # What the guide takes for granted: its user and group (and the tmpfiles entry's group),
+  # and an app `applicationname.wsgi` in the working directory.
+  C groupadd -f someuser
+  C groupadd -f somegroup
+  C id someuser >/dev/null 2>&1 || C useradd -g someuser -d /home/someuser -M -s /usr/sbin/nologin someuser
+  mkdir -p "$app/applicationname"
+  : >"$app/applicationname/__init__.py"
+  printf '%s\n' 'import os' '' '' 'def application(environ, start_response):' \
+    '    body = b"guide app %d\n" % os.getpid()' \
+    '    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])' \
+    '    return [body]' >"$app/applicationname/wsgi.py"
+  C chown -R someuser:someuser /home/someuser
+  install -m 0644 "$g/gunicorn.service" "$g/gunicorn.socket" "$R/etc/systemd/system/"
+  install -m 0644 "$g/gunicorn.tmpfiles.conf" "$R/etc/tmpfiles.d/gunicorn.conf"
+  C systemd-tmpfiles --create /etc/tmpfiles.d/gunicorn.conf || true
+  C systemctl daemon-reload
+  C systemctl enable --now gunicorn.socket >/dev/null 2>&1 || true
+  body=$(timeout 30 curl -s --unix-socket "$R/run/gunicorn/socket" http://localhost/ || true)
+  wait_for 20 prop_is gunicorn.service ActiveState active || true
+  mainpid=$(prop gunicorn.service MainPID)
+  title=$(C ps -o args= -p "$mainpid" 2>/dev/null || true)
+  pidfile=$(cat "$R/run/gunicorn/pid" 2>/dev/null || true)
+  if [ "$lines" = 2 ] && [[ "$body" == "guide app "* ]] \
+    && [ "$title" = "ferricorn: master [applicationname.wsgi]" ] \
+    && [ "$(C ps -o user= -p "$mainpid" 2>/dev/null | tr -d ' ')" = someuser ] \
+    && [ "$pidfile" = "$mainpid" ] && C test -x /usr/bin/ferricorn; then
+    pass "guide-unit: the deployment guide's gunicorn.service, .socket and tmpfiles.d entry, only ExecStart's /usr/bin/gunicorn changed to /usr/bin/ferricorn: curl --unix-socket /run/gunicorn/socket starts it and gets '$body', MainPID $mainpid '$title' as someuser, /run/gunicorn/pid (--pid) holds the MainPID"
+  else
+    fail guide-unit "diff lines $lines, body '$body', service $(prop gunicorn.service ActiveState), MainPID $mainpid '$title', pid file '$pidfile'; $(C journalctl -u gunicorn.service --no-pager -n 5 -o cat | tr '\n' ' ')"
+  fi
+  # Its ExecReload= (kill -HUP $MAINPID) reloads; the master stays.
+  guide_reloaded() { C journalctl -u gunicorn.service --no-pager -o cat | grep -q 'Reload complete: generation 2 serving'; }
+  C systemctl reload gunicorn.service || true
+  wait_for 20 guide_reloaded || true
+  body=$(timeout 10 curl -s --unix-socket "$R/run/gunicorn/socket" http://localhost/ || true)
+  if [[ "$body" == "guide app "* ]] && [ "$(prop gunicorn.service MainPID)" = "$mainpid" ] && guide_reloaded; then
+    pass "guide-unit-reload: its ExecReload=/bin/kill -s HUP \$MAINPID: 'Reload complete: generation 2 serving', same MainPID $mainpid, serving"
+  else
+    fail guide-unit-reload "body '$body', MainPID $mainpid -> $(prop gunicorn.service MainPID)"
+  fi
+  # ferricorn systemd check on that layout reports the trap, and the trap is real: once the
+  # service stops, RuntimeDirectory= removes /run/gunicorn and the socket file with it, while
+  # gunicorn.socket stays active.
+  local findings sa after
+  findings=$("$BIN" systemd check "$g" 2>&1 || true)
+  C systemctl stop gunicorn.service 2>/dev/null || true
+  sa=$(prop gunicorn.socket ActiveState)
+  after=$(timeout 10 curl -s -o /dev/null -w '%{http_code}' --unix-socket "$R/run/gunicorn/socket" http://localhost/ || true)
+  if grep -q '\[runtime-directory-deletes-socket\]' <<<"$findings" && [ "$sa" = active ] \
+    && [ ! -e "$R/run/gunicorn/socket" ] && [ "$after" = 000 ]; then
+    pass "guide-check: ferricorn systemd check on that layout reports [runtime-directory-deletes-socket]; and after systemctl stop gunicorn.service the socket file is indeed gone while gunicorn.socket is still $sa (the next request fails)"
+  else
+    fail guide-check "check said: $(grep -o '\[[a-z-]*\]' <<<"$findings" | tr '\n' ' '); after stop: socket unit $sa, socket file $([ -e "$R/run/gunicorn/socket" ] && echo present || echo gone), request $after"
+  fi
+  C systemctl disable --now gunicorn.socket >/dev/null 2>&1 || true
 }
 
 # ---- runit ---------------------------------------------------------------------------------
@@ -658,8 +779,72 @@ procfile_part() {
   HONCHO_PID=''
 }
 
+# ---- PROXY protocol ------------------------------------------------------------------------
+
+# A real nginx (its stream module, `proxy_protocol on;`: v1) and a real HAProxy
+# (`send-proxy-v2`) in front of ferricorn --proxy-protocol, on loopback; the client connects
+# from 127.0.0.2, which is what the app and the access log must see.
+proxy_protocol_part() {
+  local d=$W/pp pfc png pha
+  mkdir -p "$d"
+  pfc=$("$PY" "$HELPER" free-port)
+  png=$("$PY" "$HELPER" free-port)
+  pha=$("$PY" "$HELPER" free-port)
+  "$W/bin/ferricorn" --chdir "$W/examples" -b "127.0.0.1:$pfc" -w 1 --proxy-protocol auto \
+    --proxy-allow-from 127.0.0.1 --access-logfile "$d/access.log" --error-logfile "$d/error.log" \
+    spec:app >"$d/out" 2>&1 &
+  PP_FC_PID=$!
+  printf '%s\n' "load_module $NGINX_STREAM;" 'daemon off;' "pid $d/nginx.pid;" \
+    "error_log $d/nginx-error.log;" 'events { worker_connections 64; }' 'stream {' \
+    "    server { listen 127.0.0.1:$png; proxy_pass 127.0.0.1:$pfc; proxy_protocol on; }" \
+    '}' >"$d/nginx.conf"
+  nginx -e "$d/nginx-error.log" -p "$d" -c "$d/nginx.conf" >"$d/nginx.out" 2>&1 &
+  PP_NGINX_PID=$!
+  printf '%s\n' 'global' '    maxconn 64' 'defaults' '    mode tcp' '    timeout connect 5s' \
+    '    timeout client 30s' '    timeout server 30s' 'frontend pp' "    bind 127.0.0.1:$pha" \
+    '    default_backend ferricorn' 'backend ferricorn' \
+    "    server fc 127.0.0.1:$pfc send-proxy-v2" >"$d/haproxy.cfg"
+  haproxy -db -f "$d/haproxy.cfg" >"$d/haproxy.out" 2>&1 &
+  PP_HAPROXY_PID=$!
+  port_open() { "$PY" -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1"; }
+  wait_for 30 grep -q 'Ready:' "$d/error.log" || true
+  wait_for 20 port_open "$png" || true
+  wait_for 20 port_open "$pha" || true
+  local via r
+  for via in "nginx v1 $png" "haproxy v2 $pha"; do
+    set -- $via
+    "$PY" "$HELPER" get "127.0.0.1:$3" /environ --source 127.0.0.2 >"$d/$1.json" || true
+    r=$("$PY" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+if r.get("status") != 200:
+    print("HTTP %s %s" % (r.get("status"), r.get("error", r.get("body", ""))[:200])); sys.exit()
+e = json.loads(r["body"])
+keys = ("REMOTE_ADDR", "REMOTE_PORT", "PROXY_PROTOCOL", "PROXY_ADDR", "PROXY_PORT")
+got = {k: e.get(k) for k in keys}
+want = dict(zip(keys, ("127.0.0.2", str(r["local_port"]), "TCP4", "127.0.0.1", sys.argv[2])))
+print("ok %s" % got if got == want else "got %s, want %s" % (got, want))
+' "$d/$1.json" "$3" || true)
+    if [[ "$r" == ok* ]]; then
+      pass "proxy-protocol-$2: client 127.0.0.2 -> $1 ($([ "$1" = nginx ] && echo 'stream module, proxy_protocol on' || echo 'send-proxy-v2')) -> ferricorn --proxy-protocol: the app sees ${r#ok }"
+    else
+      fail "proxy-protocol-$2" "$r; $(tail -n 3 "$d/error.log" 2>/dev/null | tr '\n' ' ')"
+    fi
+  done
+  logged() { [ "$(grep -c '^127\.0\.0\.2 - - .*"GET /environ HTTP/1.1" 200' "$d/access.log" 2>/dev/null)" -ge 2 ]; }
+  if wait_for 10 logged; then
+    pass "proxy-protocol-log: the access log's %(h)s is the proxied client, 127.0.0.2, for both"
+  else
+    fail proxy-protocol-log "$(tail -n 2 "$d/access.log" 2>/dev/null | tr '\n' ' ')"
+  fi
+  stop_pid "$PP_NGINX_PID" 10
+  stop_pid "$PP_HAPROXY_PID" 10
+  stop_pid "$PP_FC_PID" 20
+  PP_NGINX_PID='' PP_HAPROXY_PID='' PP_FC_PID=''
+}
+
 # Each part runs to its end even when a command in it fails (its checks say what went wrong).
-for part in ${FERRICORN_E2E_PARTS:-systemd_part runit_part supervisor_part procfile_part}; do
+for part in ${FERRICORN_E2E_PARTS:-systemd_part runit_part supervisor_part procfile_part proxy_protocol_part}; do
   "$part" || fail "$part" "stopped early (exit status $?)"
 done
 skip upstart "upstart cannot run here; its generated job is checked against init(5)'s stanza grammar by cargo test (tests/units.rs upstart_job_follows_the_stanza_grammar)"
