@@ -78,6 +78,43 @@ fn kept_inputs_do_not_drain_the_body_budget() {
     assert_eq!((r.status, r.text().as_str()), (200, "200000"));
 }
 
+/// Finding 4: while the worker's body budget is spent (uploads held by requests that wait for a
+/// Python thread), a further upload used to wait for budget with no limit; it now waits at most
+/// `--body-timeout` and is answered 503.
+#[test]
+fn an_upload_waiting_for_the_body_budget_gets_503_after_the_body_timeout() {
+    let (server, addr) = start_app("review:app", &["--threads", "2", "--body-timeout", "2"]);
+    let body = vec![b'w'; 1 << 20];
+    let started = Instant::now();
+    let clients: Vec<_> = (0..40)
+        .map(|_| {
+            let addr = addr.clone();
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut c = common::client::Conn::connect(&addr).unwrap();
+                c.set_timeout(Duration::from_secs(8));
+                let r = c.request(
+                    "POST",
+                    "/sleep?s=30",
+                    &[("Connection", "close")],
+                    Some(&body),
+                );
+                (r.map(|r| r.status).ok(), started.elapsed())
+            })
+        })
+        .collect();
+    let results: Vec<_> = clients.into_iter().map(|t| t.join().unwrap()).collect();
+    let refused: Vec<_> = results.iter().filter(|(s, _)| *s == Some(503)).collect();
+    assert!(
+        !refused.is_empty(),
+        "no upload was refused while the budget was spent: {results:?}\n{}",
+        server.report()
+    );
+    for (_, t) in &refused {
+        assert!(*t < Duration::from_secs(7), "a 503 after {t:?}");
+    }
+}
+
 /// Finding 11 (with 4): reading a `wsgi.input` kept from an earlier request raised a Rust panic
 /// (`PanicException`, a BaseException) on the event-loop thread; it is now a closed file
 /// (`ValueError`), on either kind of thread.
