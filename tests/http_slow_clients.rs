@@ -1,6 +1,8 @@
-//! Clients that read slowly or never, and many clients (review findings 1, 2, 5 and 8):
+//! Clients that read or send slowly or never, and many clients (review findings 1, 2, 5, 7
+//! and 8):
 //! `--send-timeout` cuts a client that stops reading and frees the Python thread and the memory
-//! behind it; a thread waiting for a slow reader is not "busy" for `--timeout`;
+//! behind it; a thread waiting for a slow client is not "busy" for `--timeout`; a trickle
+//! after a burst of body bytes is cut after `--body-timeout`;
 //! `--worker-connections` caps a worker's connections; the soft open-files limit is raised to
 //! the hard one; a reply to a client still uploading is not cut short by a reset (lingering
 //! close).
@@ -172,6 +174,62 @@ fn a_slow_download_does_not_get_the_worker_killed() {
         "got {total} bytes of a {mb} MiB reply\n{}",
         server.report()
     );
+    assert_eq!(pid_of(&server, &addr), before, "{}", server.report());
+    assert_eq!(
+        server.count_stderr("WORKER TIMEOUT"),
+        0,
+        "{}",
+        server.report()
+    );
+}
+
+/// Finding 7: a burst of body bytes used to buy a trickle after it almost unlimited time (the
+/// first MiB earned ~35 minutes at the default rate), holding the Python thread that reads it;
+/// the deadline now holds at most `--body-timeout` seconds. And the thread waiting for the
+/// body is not busy for `--timeout` (finding 1): the worker is not killed meanwhile.
+#[test]
+fn a_trickle_after_a_burst_is_cut_and_the_reading_thread_is_not_busy() {
+    let (server, addr) = start_app(
+        "review:app",
+        &["--threads", "2", "--body-timeout", "3", "--timeout", "2"],
+    );
+    let before = pid_of(&server, &addr);
+    let mut s = small_window(&addr);
+    let total = 4 << 20;
+    s.write_all(
+        format!("POST /echo-len HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    // 1.5 MiB at once: past what is read before the app is called, so the app reads the rest.
+    s.write_all(&vec![b'b'; 3 << 19]).unwrap();
+    let burst = Instant::now();
+    // Then a byte every 0.5 s: never silent for --body-timeout, far below the rate.
+    s.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let ended = loop {
+        if burst.elapsed() > Duration::from_secs(15) {
+            break false;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(_) => break true,
+        }
+        if s.write_all(b"b").is_err() {
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let took = burst.elapsed();
+    assert!(
+        ended && took < Duration::from_secs(9),
+        "a trickle after a burst went on for {took:?} (ended: {ended}); got {:?}\n{}",
+        String::from_utf8_lossy(&got),
+        server.report()
+    );
+    s.set_nonblocking(false).unwrap();
     assert_eq!(pid_of(&server, &addr), before, "{}", server.report());
     assert_eq!(
         server.count_stderr("WORKER TIMEOUT"),
