@@ -69,6 +69,7 @@ fn limits() -> Limits {
         keep_alive: Some(Duration::from_secs(2)),
         body_timeout: Duration::from_secs(20),
         body_min_rate: 500,
+        send_timeout: Some(Duration::from_secs(30)),
     }
 }
 

@@ -43,6 +43,14 @@ impl Busy {
         self.slots[slot].store(0, Ordering::Relaxed);
     }
 
+    /// Marks `slot` idle until the guard is dropped, and busy again from that moment: time a
+    /// thread spends waiting for a client (one that reads its response slowly, a slow upload) is
+    /// not time the app is stuck, and must not get the worker killed by `--timeout`.
+    pub fn pause(&self, slot: usize) -> Paused<'_> {
+        self.slots[slot].store(0, Ordering::Relaxed);
+        Paused { busy: self, slot }
+    }
+
     /// The start of the oldest call still running, or 0.
     pub fn oldest(&self) -> u64 {
         self.slots
@@ -63,5 +71,16 @@ pub struct BusyGuard<'a> {
 impl Drop for BusyGuard<'_> {
     fn drop(&mut self) {
         self.busy.slots[self.slot].store(0, Ordering::Relaxed);
+    }
+}
+
+pub struct Paused<'a> {
+    busy: &'a Busy,
+    slot: usize,
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.busy.slots[self.slot].store(monotonic_ns(), Ordering::Relaxed);
     }
 }

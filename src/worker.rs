@@ -20,6 +20,7 @@ use crate::busy::Busy;
 use crate::coalesce::Coalesced;
 use crate::config::Config;
 use crate::http::dispatch::{ConnInfo, Dispatch};
+use crate::http::send_timeout::SendTimeout;
 use crate::http::{Limits, Shared};
 use crate::ipc::{self, Msg};
 use crate::logging::access::AccessLog;
@@ -366,6 +367,7 @@ fn limits(cfg: &Config) -> Limits {
         keep_alive: (cfg.keep_alive > 0).then(|| Duration::from_secs(cfg.keep_alive)),
         body_timeout: Duration::from_secs(cfg.body_timeout.max(1)),
         body_min_rate: cfg.body_min_rate,
+        send_timeout: (cfg.send_timeout > 0).then(|| Duration::from_secs(cfg.send_timeout)),
     }
 }
 
@@ -403,11 +405,16 @@ enum Stop {
     Fast,
 }
 
-/// Counts open connections so a draining worker knows when the last one is done.
+/// Counts open connections so a draining worker knows when the last one is done, and so that
+/// the accept loops stop at `--worker-connections`.
 #[derive(Default)]
 struct Connections {
     open: std::sync::atomic::AtomicUsize,
     none_left: Notify,
+    /// `--worker-connections`.
+    limit: usize,
+    /// One closed while at the limit.
+    freed: Notify,
 }
 
 /// Held by a connection's task for its lifetime.
@@ -422,13 +429,43 @@ impl ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+        let was = self.0.open.fetch_sub(1, Ordering::SeqCst);
+        if was == 1 {
             self.0.none_left.notify_waiters();
+        }
+        if was >= self.0.limit {
+            self.0.freed.notify_waiters();
         }
     }
 }
 
+/// The cap is logged at most this often.
+const CAP_LOG_EVERY: Duration = Duration::from_secs(10);
+
 impl Connections {
+    /// Waits until fewer than `--worker-connections` are open (Gunicorn's cap: beyond it the
+    /// worker stops accepting, so new connections wait in the listen backlog, where another
+    /// worker can take them, instead of being refused).
+    async fn below_limit(&self, last_log: &mut Option<std::time::Instant>) {
+        loop {
+            let freed = self.freed.notified();
+            if self.open.load(Ordering::SeqCst) < self.limit {
+                return;
+            }
+            if last_log.is_none_or(|t| t.elapsed() >= CAP_LOG_EVERY) {
+                tracing::warn!(
+                    "Worker (pid:{}) has {} connections (--worker-connections): not accepting \
+                     until one closes (logged at most every {} s)",
+                    std::process::id(),
+                    self.limit,
+                    CAP_LOG_EVERY.as_secs()
+                );
+                *last_log = Some(std::time::Instant::now());
+            }
+            freed.await;
+        }
+    }
+
     async fn drained(&self) {
         loop {
             let notified = self.none_left.notified();
@@ -449,7 +486,10 @@ async fn serve<D: Dispatch>(
     asgi: Option<crate::asgi::Engine>,
 ) -> i32 {
     let asgi = asgi.map(Arc::new);
-    let conns = Arc::new(Connections::default());
+    let conns = Arc::new(Connections {
+        limit: cfg.worker_connections.max(1) as usize,
+        ..Connections::default()
+    });
     let mut accepts = Vec::new();
     for l in listeners {
         let fd = match l.try_clone_fd() {
@@ -634,7 +674,12 @@ fn accept_loop<D: Dispatch>(
             last: None,
             suppressed: 0,
         };
+        let mut cap_logged = None;
+        let send_timeout = service.limits.send_timeout;
         loop {
+            if conns.open.load(Ordering::Relaxed) >= conns.limit {
+                conns.below_limit(&mut cap_logged).await;
+            }
             let accepted = match &listener {
                 L::Tcp(l) => l.accept().await.map(|(s, a)| {
                     let _ = s.set_nodelay(true);
@@ -656,20 +701,27 @@ fn accept_loop<D: Dispatch>(
                 }
             };
             // Formatted once per connection, not per request.
-            let info = Arc::new(ConnInfo::new(peer, local.clone()));
+            let fd = match &stream {
+                Conn::Tcp(s) => std::os::fd::AsRawFd::as_raw_fd(s),
+                Conn::Unix(s) => std::os::fd::AsRawFd::as_raw_fd(s),
+            };
+            let info = Arc::new(ConnInfo::new(peer, local.clone()).with_fd(fd));
             let guard = ConnGuard::new(&conns);
             let svc = service.clone();
             match stream {
+                // The send timeout inside the coalescing: a write Coalesced defers is not one
+                // that waits for the client.
                 Conn::Tcp(s) => {
                     tokio::spawn(async move {
-                        crate::http::serve(Coalesced::new(s), svc, info).await;
+                        let s = Coalesced::new(SendTimeout::new(s, send_timeout));
+                        crate::http::serve(s, svc, info).await;
                         drop(guard);
                     });
                 }
                 // Not coalesced: measured as a loss on unix sockets (src/coalesce.rs).
                 Conn::Unix(s) => {
                     tokio::spawn(async move {
-                        crate::http::serve(s, svc, info).await;
+                        crate::http::serve(SendTimeout::new(s, send_timeout), svc, info).await;
                         drop(guard);
                     });
                 }

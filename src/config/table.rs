@@ -418,10 +418,19 @@ settings! {
     check |v| range(*v, 1, 86400);
 
     /// Bytes per second of request body that earn one more second of --body-timeout (Apache
-    /// mod_reqtimeout's MinRate); 0 means no extension.
+    /// mod_reqtimeout's MinRate), never more than --body-timeout ahead; 0 means only silence
+    /// is limited.
     setting body_min_rate: u64 = Some(500) => u64 {
         section: Security, long: Some("body-min-rate"), value_name: "BYTES", gunicorn: No,
     }
+
+    /// Seconds a write to a client may wait for it to read (nginx's send_timeout: the time
+    /// between two successful writes, not for a whole response); beyond, the connection is cut
+    /// and the app's thread freed. 0 means no limit.
+    setting send_timeout: u64 = Some(30) => u64 {
+        section: Security, long: Some("send-timeout"), value_name: "SECONDS", gunicorn: No,
+    }
+    check |v| range(*v, 0, 86400);
 
     // ---- Server mechanics --------------------------------------------------------------
 
@@ -729,12 +738,13 @@ settings! {
     }
     check |v| range(*v, 1, 4096);
 
-    /// Maximum number of simultaneous clients per worker.
+    /// Maximum number of simultaneous clients per worker: at the cap the worker stops
+    /// accepting (the listen backlog and the other workers take new connections) until one
+    /// closes.
     setting worker_connections: u32 = Some(1000) => u32 {
         section: WorkerProcesses, long: Some("worker-connections"), value_name: "INT",
-        status: Ignored("a ferricorn worker holds its connections on an event loop, where an \
-                         idle one costs no thread; there is no per-worker cap"),
     }
+    check |v| range(*v, 1, 1_000_000);
 
     /// Requests a worker serves before it is replaced; 0 disables.
     setting max_requests: u64 = Some(0) => u64 {

@@ -1,8 +1,10 @@
 //! Decoding a request body from the connection's read buffer: `Content-Length` or chunked
-//! (RFC 9112 §7.1), strictly — a chunk size is hex digits followed by `;extensions` or CRLF,
-//! nothing else (no whitespace, no bare LF); trailer fields are parsed and those that could
-//! change how the message is framed, routed or authenticated are refused. The decoder is a
-//! plain state machine over a `BytesMut`, so the connection can feed it whatever arrived.
+//! (RFC 9112 §7.1), strictly — a chunk size is hex digits (leading zeros allowed) followed by
+//! CRLF, or by `;extensions` with optional whitespace before the `;` (RFC 9112's BWS, as
+//! Gunicorn); whitespace with no extension after it, or bare LF, is refused; trailer fields are
+//! parsed and those that could change how the message is framed, routed or authenticated are
+//! refused. The decoder is a plain state machine over a `BytesMut`, so the connection can feed
+//! it whatever arrived; a decode that fails consumes nothing (the same call fails again).
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -128,33 +130,36 @@ impl Decoder {
                     if digits == 0 {
                         return Err(bad("invalid chunk size"));
                     }
-                    if digits > 15 {
+                    let zeros = line[..digits].iter().take_while(|&&b| b == b'0').count();
+                    if digits - zeros > 15 {
                         return Err(bad("chunk size too large"));
                     }
                     let ext = &line[digits..];
                     if !ext.is_empty() {
-                        // Only `;ext` may follow the size: no whitespace, no other byte.
-                        if ext[0] != b';'
+                        // Only `;ext` may follow the size, after optional whitespace (BWS):
+                        // whitespace alone, or any other byte, is refused.
+                        let bws = ext.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+                        if ext.get(bws) != Some(&b';')
                             || ext.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f)
                         {
                             return Err(bad("invalid chunk size"));
                         }
                     }
-                    let size = line[..digits]
+                    let size = line[zeros..digits]
                         .iter()
                         .fold(0u64, |acc, &c| (acc << 4) | hex(c) as u64);
-                    buf.advance(eol + 1);
-                    if size == 0 {
-                        self.state = State::Trailers;
-                    } else {
-                        if self.limit > 0 && self.decoded + size > self.limit {
-                            return Err(Reject {
-                                status: 413,
-                                reason: "request body larger than --limit-request-body",
-                            });
-                        }
-                        self.state = State::Data(size);
+                    if size > 0 && self.limit > 0 && self.decoded + size > self.limit {
+                        return Err(Reject {
+                            status: 413,
+                            reason: "request body larger than --limit-request-body",
+                        });
                     }
+                    buf.advance(eol + 1);
+                    self.state = if size == 0 {
+                        State::Trailers
+                    } else {
+                        State::Data(size)
+                    };
                 }
                 State::Data(left) => {
                     if buf.is_empty() {
@@ -288,7 +293,43 @@ mod tests {
             Some(400)
         );
         assert_eq!(st(b"ffffffffffffffffff\r\n"), Some(400));
+        assert_eq!(
+            st(b"0000000000000000000000001000000000000000\r\n"),
+            Some(400)
+        );
         assert_eq!(st(b"200000\r\n"), Some(413));
+        assert_eq!(st(b"3 x\r\nabc\r\n0\r\n\r\n"), Some(400));
+        assert_eq!(st(b"3;a\r\nabc\r\n0 \r\n\r\n"), Some(400));
+    }
+
+    #[test]
+    fn leading_zeros_and_whitespace_before_extensions_are_accepted() {
+        // Gunicorn accepts both; RFC 9112 §7.1.1 allows BWS before `;`.
+        let (b, _) = all(
+            Framing::Chunked,
+            b"00000003\r\nabc\r\n2 ;x=y\r\nde\r\n1\t;z\r\nf\r\n000\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(b, b"abcdef");
+        let (b, _) = all(
+            Framing::Chunked,
+            b"00000000000000000000000000000001\r\nz\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(b, b"z");
+    }
+
+    #[test]
+    fn a_failed_decode_consumes_nothing() {
+        let mut d = Decoder::new(Framing::Chunked, 10);
+        let mut buf = BytesMut::from(&b"3\r\nabc\r\nff\r\n"[..]);
+        assert_eq!(
+            d.decode(&mut buf, 100).unwrap(),
+            Step::Data(Bytes::from_static(b"abc"))
+        );
+        for _ in 0..2 {
+            assert_eq!(d.decode(&mut buf, 100).unwrap_err().status, 413);
+        }
     }
 
     #[test]

@@ -6,12 +6,18 @@
 //! [`super::proxy_protocol`] before anything else; the client it names replaces the peer in
 //! the [`ConnInfo`]).
 //!
-//! Timeouts: a new connection gets `--header-timeout` for its first head; a kept-alive one waits
-//! `--keep-alive` for the next request's first byte (then closes silently) and then gets
-//! `--header-timeout` for the rest of that head (then `408`). A body is read under the deadline
-//! of [`BodyClock`] (`408` then close). All of these are one timer per connection, moved from
-//! deadline to deadline (see `read_by`); a request without a body reads the clock once (for
-//! its keep-alive deadline).
+//! Timeouts: a new connection gets `--header-timeout` from the accept for its first head; a
+//! kept-alive one waits `--keep-alive` for the next request's first byte (then closes silently)
+//! and then gets `--header-timeout` for the rest of that head (then `408`). A body is read under
+//! the deadline of [`BodyClock`] (`408` then close). All of these are one timer per connection,
+//! moved from deadline to deadline (see `read_by`); a request without a body reads the clock
+//! once (for its keep-alive deadline). Writes wait at most `--send-timeout` for the client to
+//! read (the stream is wrapped in [`super::send_timeout::SendTimeout`] by the worker).
+//!
+//! Memory: a head past [`HEAD_FREE`] bytes counts against the worker's head budget (503 when it
+//! is spent); body bytes against its body budget (see below); a connection closed while its
+//! client may still be sending lingers (reads and discards, bounded) so that the reply is not
+//! cut by a reset.
 //!
 //! Bodies: up to [`BUFFER_BODY`] bytes are read before the app is called (all of a body that
 //! small; bytes past [`SMALL_BODY`] within the worker's [`Budget`]), so a slow or stalled upload
@@ -23,6 +29,7 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::RawFd;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,7 +38,7 @@ use std::task::Poll;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::time::{Instant, Sleep};
+use tokio::time::{Instant, Sleep, timeout_at};
 
 use super::body::{Decoder, Step};
 use super::dispatch::{
@@ -39,7 +46,8 @@ use super::dispatch::{
     Request, Upgraded,
 };
 use super::limits::{
-    BODY_CHUNK, BUFFER_BODY, BodyClock, Budget, DRAIN_MAX, DRAIN_TIME, Held, Limits, SMALL_BODY,
+    BODY_CHUNK, BUFFER_BODY, BodyClock, Budget, DRAIN_MAX, DRAIN_TIME, HEAD_FREE, Held,
+    LINGER_IDLE, LINGER_TIME, Limits, SMALL_BODY,
 };
 use super::parse::{self, Framing, Head, Method, Reject};
 use super::response::{self, Wire};
@@ -60,6 +68,8 @@ pub struct Shared<D> {
     pub forwarded: ForwardedAllowIps,
     pub access: Option<AccessLog>,
     pub budget: Arc<Budget>,
+    /// The per-worker budget of request-head bytes past [`HEAD_FREE`].
+    pub head_budget: Arc<Budget>,
     /// Requests finished (response sent or abandoned).
     pub requests: AtomicU64,
     /// Stop after this many requests (0: never); `retire` is notified when reached.
@@ -86,6 +96,7 @@ impl<D> Shared<D> {
             forwarded,
             access: None,
             budget: Budget::new(super::limits::WORKER_BODY_BUDGET),
+            head_budget: Budget::new(super::limits::WORKER_HEAD_BUDGET),
             requests: AtomicU64::new(0),
             max_requests: 0,
             retire: Notify::new(),
@@ -117,6 +128,8 @@ struct Done {
     /// The app's head (for `{header}o`) and `{var}e` values.
     resp: Option<response::ResponseHead>,
     log_vars: Vec<(String, String)>,
+    /// Part of the request body was left unread: the client may still be sending it.
+    unread: bool,
 }
 
 impl Done {
@@ -128,6 +141,7 @@ impl Done {
             keep,
             resp: None,
             log_vars: Vec::new(),
+            unread: false,
         }
     }
 }
@@ -169,26 +183,21 @@ where
         shared.access.is_some() || !shared.observers.is_empty() || crate::metrics::recording();
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut first = true;
+    // The client may still be sending when the server closes: linger before closing.
+    let mut linger = false;
     // The connection's one timer, moved to each deadline in turn (see `read_by`).
     let timer = tokio::time::sleep_until(Instant::now() + shared.limits.header_timeout);
     let mut timer = pin!(timer);
     loop {
-        let head = match read_head(
-            &mut io,
-            &mut rbuf,
-            &mut out,
-            &shared.limits,
-            first,
-            &mut timer,
-        )
-        .await
-        {
+        let read = read_head(&mut io, &mut rbuf, &mut out, &shared, first, &mut timer).await;
+        let (head, _head_held) = match read {
             Ok(h) => h,
             Err(NoHead::Quiet) => break,
             Err(NoHead::Reject(r)) => {
                 // After any responses still gathered for earlier pipelined requests.
                 reject(&shared, &info, None, &r);
                 super::errors::write(r.status, false, rbuf.starts_with(b"HEAD "), &mut out);
+                linger = true;
                 break;
             }
         };
@@ -200,6 +209,7 @@ where
             Err(r) => {
                 reject(&shared, &info, None, &r);
                 super::errors::write(r.status, false, was_head, &mut out);
+                linger = true;
                 break;
             }
         };
@@ -238,6 +248,7 @@ where
         }
         shared_finished(&shared, &info, &head, &done, start);
         if !done.keep {
+            linger = done.unread || !rbuf.is_empty();
             break;
         }
     }
@@ -245,25 +256,120 @@ where
         let _ = io.write_all(&out).await;
     }
     let _ = io.shutdown().await;
+    if linger && !info.is_gone() {
+        linger_close(&mut io, &mut rbuf, info.fd).await;
+    }
 }
 
-/// Logs a refused request once, at warning level, with the peer and the reason.
+/// Reads and discards what the client still sends (nginx's lingering close): closing a socket
+/// with unread bytes makes the kernel answer with a reset, which discards the part of the reply
+/// the client has not received yet. Ends as soon as the kernel has nothing of the reply left to
+/// deliver (then a reset loses nothing: a client that keeps reading ends it as soon as it has
+/// the reply, however fast it uploads), when the client closes, falls silent for
+/// [`LINGER_IDLE`], or after [`LINGER_TIME`] (a client that uploads and never reads).
+async fn linger_close<S: AsyncRead + Unpin>(io: &mut S, rbuf: &mut BytesMut, fd: Option<RawFd>) {
+    let start = Instant::now();
+    let until = start + LINGER_TIME;
+    let mut quiet_since = start;
+    loop {
+        if fd.is_some_and(|fd| undelivered(fd) == Some(0)) {
+            return;
+        }
+        rbuf.clear();
+        if rbuf.capacity() < 16384 {
+            rbuf.reserve(16384);
+        }
+        // Wakes up now and then to ask the kernel again while the client sends nothing.
+        let now = Instant::now();
+        let wait = (quiet_since + LINGER_IDLE)
+            .min(until)
+            .min(now + LINGER_POLL);
+        match timeout_at(wait, io.read_buf(rbuf)).await {
+            Ok(Ok(n)) if n > 0 => quiet_since = Instant::now(),
+            Ok(_) => return,
+            Err(_) => {
+                let now = Instant::now();
+                if now >= until || now >= quiet_since + LINGER_IDLE {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How often a lingering connection asks the kernel whether its reply is delivered.
+const LINGER_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Bytes written to socket `fd` that its peer has not acknowledged yet (`TIOCOUTQ`).
+fn undelivered(fd: RawFd) -> Option<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one int; `fd` is the connection's socket, open while it is served.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    (r == 0).then_some(n.max(0) as usize)
+}
+
+/// Rejected requests logged per [`REJECT_LOG_WINDOW`]; more are counted, not logged (a flood of
+/// bad requests must not flood the log).
+const REJECT_LOG_MAX: u32 = 20;
+const REJECT_LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// (window start, logged in the window, not logged since the last line).
+static REJECT_LOG: std::sync::Mutex<(Option<std::time::Instant>, u32, u64)> =
+    std::sync::Mutex::new((None, 0, 0));
+
+/// Whether to log this rejection, and how many were not logged before it.
+fn reject_log_allowed() -> Option<u64> {
+    let mut g = REJECT_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let now = std::time::Instant::now();
+    match g.0 {
+        Some(t) if now.duration_since(t) < REJECT_LOG_WINDOW => {
+            if g.1 < REJECT_LOG_MAX {
+                g.1 += 1;
+                let n = g.2;
+                g.2 = 0;
+                Some(n)
+            } else {
+                g.2 += 1;
+                None
+            }
+        }
+        _ => {
+            let n = g.2;
+            *g = (Some(now), 1, 0);
+            Some(n)
+        }
+    }
+}
+
+/// Logs a refused request once, at warning level, with the peer and the reason (at most
+/// [`REJECT_LOG_MAX`] lines per [`REJECT_LOG_WINDOW`]; the next line says how many were not).
 fn reject<D>(shared: &Shared<D>, info: &ConnInfo, head: Option<&Head>, r: &Reject) {
     let _ = shared;
     crate::metrics::rejected(r.status);
+    let Some(skipped) = reject_log_allowed() else {
+        return;
+    };
+    let more = match skipped {
+        0 => String::new(),
+        n => format!(" ({n} more rejected requests were not logged)"),
+    };
     let peer = match info.peer {
         crate::proxy::Peer::Tcp(a) => a.to_string(),
         crate::proxy::Peer::Unix => "unix socket".to_string(),
     };
     match head {
         Some(h) => tracing::warn!(
-            "Rejected request from {peer}: {} ({} {} {})",
+            "Rejected request from {peer}: {} ({} {} {}){more}",
             r.reason,
             r.status,
             h.method_str(),
             h.target_lossy()
         ),
-        None => tracing::warn!("Rejected request from {peer}: {} ({})", r.reason, r.status),
+        None => tracing::warn!(
+            "Rejected request from {peer}: {} ({}){more}",
+            r.reason,
+            r.status
+        ),
     }
 }
 
@@ -289,17 +395,27 @@ async fn read_by<S: AsyncRead + Unpin>(
     .await
 }
 
-/// Waits for and returns the next complete head.
-async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
+/// Waits for and returns the next complete head, with what it holds of the worker's head
+/// budget (kept until its request is done).
+async fn read_head<S: AsyncRead + AsyncWrite + Unpin, D>(
     io: &mut S,
     rbuf: &mut BytesMut,
     out: &mut Vec<u8>,
-    limits: &Limits,
+    shared: &Shared<D>,
     first: bool,
     timer: &mut Pin<&mut Sleep>,
-) -> Result<Bytes, NoHead> {
+) -> Result<(Bytes, Option<Held>), NoHead> {
+    let limits = &shared.limits;
     let mut scanned = 0;
     let mut deadline = None;
+    let mut held: Option<Held> = None;
+    let mut held_n = 0;
+    if rbuf.capacity() > HEAD_FREE && rbuf.len() < HEAD_FREE {
+        // A large head or body went before: give its buffer back (idle connections keep little).
+        let mut small = BytesMut::with_capacity(8192.max(rbuf.len()));
+        small.extend_from_slice(rbuf);
+        *rbuf = small;
+    }
     loop {
         let skip = parse::leading_crlf(rbuf);
         if skip > 0 {
@@ -308,7 +424,7 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if !rbuf.is_empty() {
             match parse::find_end(rbuf, scanned, limits) {
-                Ok(Some(n)) => return Ok(rbuf.split_to(n).freeze()),
+                Ok(Some(n)) => return Ok((rbuf.split_to(n).freeze(), held)),
                 Ok(None) => scanned = rbuf.len(),
                 Err(r) => return Err(NoHead::Reject(r)),
             }
@@ -327,7 +443,12 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
                 deadline = Some(d);
                 d
             }
-            None if first => Instant::now() + limits.header_timeout,
+            None if first => {
+                // A new connection's time runs from the accept, not from its first byte.
+                let d = Instant::now() + limits.header_timeout;
+                deadline = Some(d);
+                d
+            }
             None => match limits.keep_alive {
                 Some(k) => Instant::now() + k,
                 None => return Err(NoHead::Quiet),
@@ -335,6 +456,26 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
         };
         if rbuf.capacity() - rbuf.len() < 1024 {
             rbuf.reserve(8192);
+        }
+        if rbuf.capacity() > HEAD_FREE + held_n {
+            // A large head: what it holds past HEAD_FREE comes from the worker's head budget.
+            let more = rbuf.capacity() - HEAD_FREE - held_n;
+            match shared.head_budget.try_take(more) {
+                Some(h) => {
+                    held_n += more;
+                    match &mut held {
+                        Some(all) => all.merge(h),
+                        None => held = Some(h),
+                    }
+                }
+                None => {
+                    return Err(NoHead::Reject(Reject {
+                        status: 503,
+                        reason: "large request head while the worker's memory for large heads \
+                                 is in use",
+                    }));
+                }
+            }
         }
         // The head's own deadline is set on the next turn, if it is still incomplete then.
         match read_by(io, rbuf, timer, wait_until).await {
@@ -414,7 +555,11 @@ where
     let fail = |status: u16, reason: &'static str, out: &mut Vec<u8>| {
         reject(shared, info, Some(head), &Reject { status, reason });
         super::errors::write(status, false, head.method == Method::Head, out);
-        (Done::server(status, false), None)
+        let done = Done {
+            unread: head.framing != Framing::None,
+            ..Done::server(status, false)
+        };
+        (done, None)
     };
     // The proxy rules are asked only when the head has a header they read.
     let wanted = shared.scheme_headers.worth_looking(head.forwarded)
@@ -553,7 +698,7 @@ where
                 biased;
                 o = &mut fut => break o,
                 ev = p.step() => {
-                    if ev == Event::Continue {
+                    if ev == Event::Continue && !p.continue_sent {
                         if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
                             info.set_gone();
                         }
@@ -584,7 +729,11 @@ where
                 );
                 super::errors::write(s, false, head.method == Method::Head, &mut o);
                 let _ = wr.write_all(&o).await;
-                (Done::server(s, false), None)
+                let done = Done {
+                    unread: true,
+                    ..Done::server(s, false)
+                };
+                (done, None)
             }
             None => {
                 info.set_gone();
@@ -604,6 +753,7 @@ where
     if done.keep && !p.finish().await {
         done.keep = false;
     }
+    done.unread = !p.dec.is_done();
     done.received = p.dec.decoded;
     (done, up)
 }
@@ -651,6 +801,10 @@ async fn futures_poll<F: Future>(mut f: std::pin::Pin<&mut F>) -> Poll<F::Output
     std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await
 }
 
+/// Why an upload was refused after waiting `--body-timeout` for room in the worker's budget.
+const BUDGET_SPENT: &str =
+    "the worker's memory for request bodies stayed in use for --body-timeout";
+
 /// Reads up to `want` body bytes before the app is called. Bytes beyond [`SMALL_BODY`] are
 /// counted against the worker's budget as they arrive; while it is spent, the connection waits
 /// (without reading, and without the wait counting against the client's body deadline).
@@ -678,8 +832,13 @@ async fn prebuffer<S: AsyncRead + Unpin>(
                     let h = match budget.try_take(n) {
                         Some(h) => h,
                         None => {
+                            // Waited for at most --body-timeout: request bodies that an app
+                            // keeps (or leaks) must not make every later upload hang.
                             let waited = Instant::now();
-                            let h = budget.take(n).await;
+                            let Ok(h) = tokio::time::timeout(clock.timeout(), budget.take(n)).await
+                            else {
+                                return Err(BodyError::Invalid(503, BUDGET_SPENT));
+                            };
                             clock.pause(waited.elapsed());
                             h
                         }
@@ -805,7 +964,11 @@ impl<R: AsyncRead + Unpin> Pump<'_, R> {
                     Poll::Ready(h) => h,
                     Poll::Pending => {
                         self.pending = Some(data.clone());
-                        let h = take.await;
+                        let Ok(h) = tokio::time::timeout(self.clock.timeout(), take).await else {
+                            self.fail(BodyError::Invalid(503, BUDGET_SPENT), permit);
+                            self.tx = None;
+                            return Event::Stopped;
+                        };
                         self.pending = None;
                         h
                     }
@@ -822,6 +985,13 @@ impl<R: AsyncRead + Unpin> Pump<'_, R> {
         loop {
             match self.dec.decode(self.rbuf, BODY_CHUNK) {
                 Ok(Step::Data(b)) => {
+                    // Small chunks already here go in one message (a body of 1-byte chunks
+                    // would otherwise cost a channel hand-off per byte).
+                    let b = if b.len() < BODY_CHUNK {
+                        coalesce(&mut self.dec, self.rbuf, b)
+                    } else {
+                        b
+                    };
                     // Counted against the worker's budget only once it is in memory; a
                     // connection waiting for its client holds nothing.
                     match self.budget.try_take(b.len()) {
@@ -907,6 +1077,34 @@ impl<R: AsyncRead + Unpin> Pump<'_, R> {
     }
 }
 
+/// `first` and the body bytes that follow it in `rbuf`, up to [`BODY_CHUNK`], in one piece. Stops
+/// at anything but data (the end, an error, bytes still to come): the next decode reports it
+/// (the decoder consumes nothing when it fails).
+fn coalesce(dec: &mut Decoder, rbuf: &mut BytesMut, first: Bytes) -> Bytes {
+    let mut acc: Option<BytesMut> = None;
+    loop {
+        let have = acc.as_ref().map_or(first.len(), |a| a.len());
+        if have >= BODY_CHUNK {
+            break;
+        }
+        match dec.decode(rbuf, BODY_CHUNK - have) {
+            Ok(Step::Data(more)) => {
+                let a = acc.get_or_insert_with(|| {
+                    let mut a = BytesMut::with_capacity((first.len() + more.len()) * 2);
+                    a.extend_from_slice(&first);
+                    a
+                });
+                a.extend_from_slice(&more);
+            }
+            _ => break,
+        }
+    }
+    match acc {
+        Some(a) => a.freeze(),
+        None => first,
+    }
+}
+
 /// Writes all of `buf`, moving the request body meanwhile when one is streaming.
 async fn write_all<W, R>(
     w: &mut W,
@@ -989,6 +1187,18 @@ where
         );
         super::errors::write(500, false, head.method == Method::Head, out);
         return (Done::server(500, false), None);
+    }
+    if let (ReplyBody::Stream(_), Some(p)) = (&body, pump.as_mut())
+        && p.asked_continue
+        && !p.continue_sent
+        && p.want.is_some()
+        && p.active()
+    {
+        // The app streams its reply and still holds the body it has not asked for yet: it may
+        // read it later (an upload page), and the client sends it only after 100 Continue, which
+        // must come before the final head.
+        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        p.continue_sent = true;
     }
     let is_head = head.method == Method::Head;
     let known = match &body {
@@ -1195,6 +1405,7 @@ where
             keep,
             resp: Some(rh),
             log_vars,
+            unread: false,
         },
         None,
     )

@@ -37,6 +37,9 @@ pub struct ConnInfo {
     /// What the connection's PROXY protocol header said, if one came.
     pub proxy: Option<ProxyInfo>,
     pub local: Arc<LocalAddr>,
+    /// The connection's socket, for asking the kernel what it has not delivered yet (lingering
+    /// close); `None` for a stream that is not a socket.
+    pub fd: Option<std::os::fd::RawFd>,
     gone: AtomicBool,
     gone_notify: Notify,
 }
@@ -55,8 +58,17 @@ impl ConnInfo {
             remote,
             proxy: None,
             local,
+            fd: None,
             gone: AtomicBool::new(false),
             gone_notify: Notify::new(),
+        }
+    }
+
+    /// The same, for the socket `fd` (which outlives it).
+    pub fn with_fd(self, fd: std::os::fd::RawFd) -> ConnInfo {
+        ConnInfo {
+            fd: Some(fd),
+            ..self
         }
     }
 

@@ -2,10 +2,13 @@
 //! (`--limit-request-body`) and time (`--header-timeout`, `--body-timeout`, `--body-min-rate`),
 //! and the per-worker budget of request-body bytes held in memory.
 //!
-//! The body deadline is Apache mod_reqtimeout's `body=T,MinRate=R` rule: a client gets T seconds,
-//! plus one second for every R bytes it has sent, and never more than T seconds without a byte.
-//! A trickle cannot defeat it (100 B/s against 500 B/s earns 0.2 s a second), a fast upload
-//! earns all the time it needs, and a stall is cut after T seconds.
+//! The body deadline is Apache mod_reqtimeout's `body=T,MinRate=R` rule with a cap: a client gets
+//! T seconds, plus one second for every R bytes it sends, but never more than T seconds ahead of
+//! now. It is a bucket of time: it holds at most T seconds, drains by one a second, and every R
+//! bytes add one. So the body must keep arriving at R bytes a second on average over the last T
+//! seconds or so: a trickle cannot defeat it (100 B/s against 500 B/s earns 0.2 s a second), a
+//! fast upload is never cut however long it takes, a stall is cut after T seconds, and a burst
+//! cannot buy time for a trickle after it (uncapped, Apache's first MiB would buy 35 minutes).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,6 +33,21 @@ pub const DRAIN_MAX: u64 = 256 * 1024;
 pub const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// Request-body bytes a worker holds in memory at once, over all its connections.
 pub const WORKER_BODY_BUDGET: usize = 32 * 1024 * 1024;
+/// Bytes of a request head (the read buffer while it arrives, the head while its request runs)
+/// a connection holds without asking the worker's head budget: any ordinary head fits.
+pub const HEAD_FREE: usize = 32 * 1024;
+/// Request-head bytes past [`HEAD_FREE`] a worker holds at once, over all its connections (the
+/// limits allow heads of ~800 KiB; without this, a few hundred unfinished ones cost hundreds of
+/// MiB). A head that would need more while it is spent is refused with 503.
+pub const WORKER_HEAD_BUDGET: usize = 16 * 1024 * 1024;
+/// Lingering close (nginx's `lingering_close`): when the server closes a connection whose
+/// client may still be sending (an unread body, a refused head, pipelined bytes), it stops
+/// writing, then reads and discards what arrives for at most this long, so that closing with
+/// unread data (which makes the kernel send a reset and drop what was not yet delivered) does
+/// not cut the response short.
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+/// The longest silence while lingering.
+pub const LINGER_IDLE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -49,6 +67,9 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Bytes per second that earn one more second of body deadline; 0: no extension.
     pub body_min_rate: u64,
+    /// Longest time a write to the client may wait for it to read (nginx's `send_timeout`: the
+    /// time between two successful writes, not for a whole response); `None`: no limit.
+    pub send_timeout: Option<Duration>,
 }
 
 impl Limits {
@@ -74,6 +95,7 @@ impl Limits {
             keep_alive: Some(Duration::from_secs(2)),
             body_timeout: Duration::from_secs(20),
             body_min_rate: 500,
+            send_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -81,20 +103,16 @@ impl Limits {
 /// The body deadline of one request (see the module comment).
 #[derive(Debug, Clone, Copy)]
 pub struct BodyClock {
-    start: Instant,
-    last: Instant,
-    received: u64,
+    /// When the client runs out of time if no more bytes arrive.
+    expires: Instant,
     timeout: Duration,
     rate: u64,
 }
 
 impl BodyClock {
     pub fn new(l: &Limits) -> BodyClock {
-        let now = Instant::now();
         BodyClock {
-            start: now,
-            last: now,
-            received: 0,
+            expires: Instant::now() + l.body_timeout,
             timeout: l.body_timeout,
             rate: l.body_min_rate,
         }
@@ -102,11 +120,8 @@ impl BodyClock {
 
     /// The same rules from now (a body that starts only after `100 Continue`).
     pub fn restarted(&self) -> BodyClock {
-        let now = Instant::now();
         BodyClock {
-            start: now,
-            last: now,
-            received: 0,
+            expires: Instant::now() + self.timeout,
             ..*self
         }
     }
@@ -114,22 +129,30 @@ impl BodyClock {
     /// Time spent waiting for something other than the client (the app, the budget) is not the
     /// client's: the clock is moved forward by it.
     pub fn pause(&mut self, d: Duration) {
-        self.start += d;
-        self.last += d;
+        self.expires += d;
     }
 
+    /// `n` more bytes arrived: they earn `n / rate` seconds, up to `timeout` from now.
     pub fn got(&mut self, n: usize) {
-        self.received += n as u64;
-        self.last = Instant::now();
+        let now = Instant::now();
+        let cap = now + self.timeout;
+        if self.rate == 0 {
+            // No rate: only silence is limited.
+            self.expires = cap;
+            return;
+        }
+        let earned = Duration::from_secs_f64(n as f64 / self.rate as f64);
+        self.expires = (self.expires + earned).min(cap);
     }
 
     /// When the client has run out of time.
     pub fn deadline(&self) -> Instant {
-        let earned = match self.rate {
-            0 => Duration::from_secs(86400 * 365),
-            r => Duration::from_secs_f64(self.received as f64 / r as f64),
-        };
-        (self.start + self.timeout + earned).min(self.last + self.timeout)
+        self.expires
+    }
+
+    /// The body's base timeout (also the longest wait for the worker's budget).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
 
@@ -255,5 +278,36 @@ mod tests {
             }
         }
         panic!("never expired; deadline {:?}", c.deadline() - t0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_buys_no_time_for_a_trickle_after_it() {
+        let l = Limits::for_tests();
+        let mut c = BodyClock::new(&l);
+        // 1 MiB at once would earn 35 minutes at 500 B/s; the bucket holds 20 s.
+        c.got(1 << 20);
+        for s in 1..=120 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            if s % 15 == 0 {
+                c.got(1);
+            }
+            if Instant::now() > c.deadline() {
+                assert_eq!(s, 21, "expired after {s} s");
+                return;
+            }
+        }
+        panic!("a byte every 15 s after a burst was never cut");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_upload_is_never_cut() {
+        let l = Limits::for_tests();
+        let mut c = BodyClock::new(&l);
+        // 600 B/s for ten minutes: above the rate, so the bucket stays full.
+        for _ in 0..600 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert!(Instant::now() <= c.deadline());
+            c.got(600);
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! | [`errors`] | responses the server makes itself |
 //! | [`health`] | `--health-path`, answered without the app |
 //! | [`stream`] | the bounded channel a streamed response flows through |
+//! | [`send_timeout`] | `--send-timeout`: a client that stops reading is cut |
 //! | [`dispatch`] | the seam an application interface (WSGI, later ASGI) implements |
 //! | [`date`] | the `Date` header |
 
@@ -25,6 +26,7 @@ pub mod limits;
 pub mod parse;
 pub mod proxy_protocol;
 pub mod response;
+pub mod send_timeout;
 pub mod stream;
 
 pub use conn::{Shared, serve};

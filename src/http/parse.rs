@@ -362,7 +362,25 @@ pub fn valid_host(h: &[u8]) -> bool {
         }
     };
     let reg_name_ok = host.iter().all(|&b| HOST_BYTE[b as usize]);
-    reg_name_ok && port.iter().all(u8::is_ascii_digit) && port.len() <= 5
+    reg_name_ok
+        && port.iter().all(u8::is_ascii_digit)
+        && (port.len() < 5 || (port.len() == 5 && port <= &b"65535"[..]))
+}
+
+/// The authority of an absolute-form target (`http://authority/...`, scheme in any case).
+pub fn absolute_authority(target: &[u8]) -> Option<&[u8]> {
+    let rest = if starts_with_ignore_case(target, b"http://") {
+        &target[7..]
+    } else if starts_with_ignore_case(target, b"https://") {
+        &target[8..]
+    } else {
+        return None;
+    };
+    let end = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?' || b == b'#')
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
 }
 
 /// Parses a complete head (`buf` is exactly the head, ending in CRLF CRLF).
@@ -409,6 +427,11 @@ pub fn parse(buf: Bytes, limits: &Limits) -> Result<Head, Reject> {
             if m == Method::Connect {
                 return Err(reject(400, "CONNECT needs an authority-form target"));
             }
+            // The target's authority is the request's host (RFC 9112 §3.2.2): checked as a Host.
+            match absolute_authority(target) {
+                Some(a) if !a.is_empty() && !a.contains(&b'@') && valid_host(a) => {}
+                _ => return Err(reject(400, "invalid authority in an absolute-form target")),
+            }
         }
         _ => {
             if m != Method::Connect {
@@ -416,8 +439,16 @@ pub fn parse(buf: Bytes, limits: &Limits) -> Result<Head, Reject> {
             }
         }
     }
-    if m == Method::Connect && (target[0] == b'/' || target[0] == b'*') {
-        return Err(reject(400, "CONNECT needs an authority-form target"));
+    if m == Method::Connect {
+        if target[0] == b'/' || target[0] == b'*' {
+            return Err(reject(400, "CONNECT needs an authority-form target"));
+        }
+        // A well-formed CONNECT asks for a tunnel, which an application server does not make
+        // (and a WSGI app could not be given: it has no path).
+        return Err(reject(
+            501,
+            "CONNECT is not supported (ferricorn is not a proxy)",
+        ));
     }
 
     // Header fields.
@@ -461,6 +492,7 @@ pub fn parse(buf: Bytes, limits: &Limits) -> Result<Head, Reject> {
     let mut conn_keep = false;
     let mut expect_continue = false;
     let mut host = None;
+    let mut content_type = false;
     let mut script_name = None;
     let mut forwarded = false;
     for h in parsed.iter() {
@@ -491,6 +523,14 @@ pub fn parse(buf: Bytes, limits: &Limits) -> Result<Head, Reject> {
                 } else {
                     return Err(reject(417, "unsupported Expect"));
                 }
+            }
+            12 if name.eq_ignore_ascii_case(b"content-type") => {
+                // A singleton field (RFC 9110 §5.3): two values mean different things to
+                // different recipients (Gunicorn refuses them too).
+                if content_type {
+                    return Err(reject(400, "more than one Content-Type header"));
+                }
+                content_type = true;
             }
             11 if name.eq_ignore_ascii_case(b"script_name") => script_name = Some(idx),
             10 if name.eq_ignore_ascii_case(b"connection") => {
@@ -704,8 +744,24 @@ mod tests {
         );
         assert_eq!(
             status("CONNECT example.com:80 HTTP/1.1\r\nHost: x\r\n\r\n"),
-            200
+            501
         );
+        assert_eq!(status("CONNECT / HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(
+            status(&base("Content-Type: a/b\r\nContent-Type: c/d\r\n")),
+            400
+        );
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a:65535\r\n\r\n"), 200);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a:65536\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a:99999\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a:080\r\n\r\n"), 200);
+        assert_eq!(status("GET HTTP://h.example:81/x HTTP/1.1\r\n\r\n"), 200);
+        assert_eq!(
+            status("GET http://h:99999/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+            400
+        );
+        assert_eq!(status("GET http:///x HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status("GET http://u@h/x HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
         assert_eq!(status(&base("Expect: fancy\r\n")), 417);
         assert_eq!(status("GET /a\"b|c{} HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
         assert_eq!(status("GET / HTTP/1.2\r\nHost: x\r\n\r\n"), 200);

@@ -34,7 +34,8 @@ impl std::fmt::Display for HeaderError {
 #[derive(Debug, Clone, Default)]
 pub struct ResponseHead {
     pub status: u16,
-    /// The reason phrase, when it is not the canonical one.
+    /// The reason phrase, when it is not the canonical one (latin-1 characters: each is sent as
+    /// its one byte).
     pub reason: Option<Box<str>>,
     /// `Name: value\r\n` lines, as the app gave them (minus what was dropped).
     pub lines: Vec<u8>,
@@ -154,6 +155,11 @@ impl ResponseHead {
                 Some(prev) if prev != n => return Err(HeaderError::ConflictingLength),
                 Some(_) => return Ok(()), // an identical duplicate is the same header
                 None => self.content_length = Some(n),
+            }
+            if (100..200).contains(&self.status) || self.status == 204 {
+                // RFC 9110 §8.6: a server MUST NOT send Content-Length in a 1xx or 204.
+                self.content_length = None;
+                return Ok(());
             }
         } else if name.len() == 6 && name.eq_ignore_ascii_case(b"server") {
             self.has_server = true;
@@ -279,7 +285,12 @@ pub fn encode(
     out.extend_from_slice(&code);
     out.push(b' ');
     match &head.reason {
-        Some(r) => out.extend_from_slice(r.as_bytes()),
+        Some(r) if r.is_ascii() => out.extend_from_slice(r.as_bytes()),
+        // Latin-1 (PEP 3333): each character is one byte on the wire, not its UTF-8.
+        Some(r) => out.extend(
+            r.chars()
+                .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')),
+        ),
         None => out.extend_from_slice(reason_for(head.status).as_bytes()),
     }
     out.extend_from_slice(b"\r\n");
@@ -392,5 +403,25 @@ mod tests {
             framing(&h, false, Version::Http11, Some(3)),
             (Wire::Empty, None)
         );
+    }
+
+    #[test]
+    fn no_content_length_on_204_and_a_latin1_reason() {
+        let mut h = ResponseHead::new(204, Some("Nö Content".into()));
+        h.push(b"Content-Length", b"5").unwrap();
+        let (wire, cl) = framing(&h, false, Version::Http11, None);
+        let mut out = Vec::new();
+        encode(&h, wire, cl, true, Version::Http11, &mut out);
+        assert!(
+            out.starts_with(b"HTTP/1.1 204 N\xf6 Content\r\n"),
+            "{out:?}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out).contains("Content-Length"),
+            "{out:?}"
+        );
+        let mut h = ResponseHead::new(304, None);
+        h.push(b"Content-Length", b"5").unwrap();
+        assert_eq!(h.content_length, Some(5));
     }
 }

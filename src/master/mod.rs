@@ -81,6 +81,7 @@ pub fn block_signals() -> Result<(), String> {
 /// returns the exit code.
 pub fn run(cfg: Config, mut s: Startup) -> i32 {
     tracing::info!("Starting ferricorn {}", crate::VERSION);
+    raise_nofile_limit(cfg.worker_connections);
     crate::privileges::apply_umask(cfg.umask);
     let identity = match crate::privileges::identity(cfg.user.as_deref(), cfg.group.as_deref()) {
         Ok(i) => i,
@@ -196,6 +197,34 @@ pub fn run(cfg: Config, mut s: Startup) -> i32 {
         metrics,
     };
     arbiter::Master::new(s, first, opened, systemd, hooks).run()
+}
+
+/// Raises the soft limit on open descriptors to the hard one, as nginx and Go do: systemd (and
+/// most shells) start services with a soft limit of 1024, for the sake of programs that use
+/// `select()`, and a hard limit far above it; a worker needs one descriptor per connection, up
+/// to `--worker-connections`. The workers inherit the limit.
+fn raise_nofile_limit(worker_connections: u32) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let mut now = soft;
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => now = hard,
+            Err(e) => {
+                tracing::warn!("cannot raise the open-files limit from {soft} to {hard}: {e}")
+            }
+        }
+    }
+    // Room for the connections, plus the listeners, logs, pipes and the app's own files.
+    let wanted = u64::from(worker_connections) + 64;
+    if now < wanted {
+        tracing::warn!(
+            "The open-files limit is {now}, below --worker-connections {worker_connections} plus \
+             what a worker needs besides: raise it (LimitNOFILE= in the unit, ulimit -n)"
+        );
+    }
 }
 
 /// `--preload`: the app is imported here, before any worker forks, so that the workers share

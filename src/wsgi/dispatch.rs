@@ -3,7 +3,8 @@
 //! With `--threads 1` and a body already in memory, the app is called right on the event-loop
 //! thread (no hand-off, no wake-up); a result that must be iterated, and every request when
 //! there are more threads or the body is still streaming (its reads block), goes to a pool
-//! thread. At most `--threads` requests are inside Python at once.
+//! thread. At most `--threads` requests are inside Python at once. An app that calls `write()`
+//! is called on the pool thread from the first time it does (see `start_response`).
 
 use std::sync::Arc;
 
@@ -38,7 +39,10 @@ impl Dispatch for WsgiDispatch {
                 p
             }
         };
-        if self.inline && !matches!(req.body, Body::Stream(_)) {
+        if self.inline
+            && !matches!(req.body, Body::Stream(_))
+            && !super::start_response::wrote_inline()
+        {
             let called = {
                 let _busy = self.busy.enter(0);
                 Python::attach(|py| self.app.call(py, req))

@@ -62,18 +62,28 @@ impl FileWrapper {
     pub fn real_file(&self, py: Python<'_>, limit: Option<u64>) -> Option<RealFile> {
         let f = self.filelike.bind(py);
         let fd: i32 = f.call_method0("fileno").ok()?.extract().ok()?;
+        if fd < 0 {
+            // Not a descriptor (a file-like object's way of saying "none"): read() it is.
+            return None;
+        }
         // Flush Python-side buffering so the descriptor's view is current.
         let pos: Option<u64> = f.call_method0("tell").ok().and_then(|p| p.extract().ok());
-        // Duplicated with fcntl, not borrowed: a descriptor the app closed (or never had) is an
-        // error from the kernel, never a use of a dead fd.
-        let owned = nix::fcntl::fcntl(
-            // SAFETY: only the number is passed to fcntl(F_DUPFD_CLOEXEC), which checks it.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-            nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0),
-        )
-        .ok()?;
+        // Duplicated with fcntl on the plain number, never borrowed: a descriptor the app closed
+        // (or never had) is an error from the kernel, never a use of a dead fd.
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) only reads the number; it fails with EBADF for one that
+        // is not open.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return None;
+        }
         // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
-        let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(owned) };
+        let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+        // A write-only descriptor cannot be read: the head would go out, then nothing.
+        // SAFETY: F_GETFL on the descriptor just duplicated.
+        let mode = unsafe { libc::fcntl(dup, libc::F_GETFL) } & libc::O_ACCMODE;
+        if mode == libc::O_WRONLY {
+            return None;
+        }
         let mut file = std::fs::File::from(owned);
         let meta = file.metadata().ok()?;
         if !meta.is_file() {

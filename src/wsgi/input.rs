@@ -1,6 +1,11 @@
 //! `wsgi.input`: a read-only, file-like view of the request body. A body read before the app
 //! was called is served from memory; a streamed one is read chunk by chunk from the connection,
-//! with the GIL released while a read waits, so other Python threads run meanwhile.
+//! with the GIL released while a read waits, so other Python threads run meanwhile (and the wait
+//! does not count as busy for `--timeout`).
+//!
+//! When its request is done the object is closed ([`Finish`]): what it holds of the body (and of
+//! the worker's body budget) is released even if the app keeps a reference (a debug toolbar, a
+//! request log, a cycle), and a later read raises `ValueError`, as on a closed file.
 
 use bytes::{Buf, Bytes};
 use pyo3::prelude::*;
@@ -18,6 +23,25 @@ pub struct Input {
     stream: Option<std::sync::Mutex<BodyStream>>,
     /// An error the stream ended with (raised again on later reads).
     failed: Option<String>,
+    /// Its request is done.
+    finished: bool,
+}
+
+/// Closes a request's `wsgi.input` when dropped (at the end of its request).
+pub struct Finish(pub Option<Py<Input>>);
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if let Some(input) = self.0.take() {
+            Python::attach(|py| {
+                // Busy only if another thread is reading it right now: that read ends when the
+                // request's body stream does.
+                if let Ok(mut i) = input.bind(py).try_borrow_mut() {
+                    i.finish();
+                }
+            });
+        }
+    }
 }
 
 impl Input {
@@ -32,7 +56,16 @@ impl Input {
             _held: held,
             stream,
             failed: None,
+            finished: false,
         }
+    }
+
+    /// Its request is done: drops what it holds; later reads raise.
+    pub fn finish(&mut self) {
+        self.buf = Bytes::new();
+        self._held = None;
+        self.stream = None;
+        self.finished = true;
     }
 
     /// Makes `buf` non-empty unless the body is over. False at the end.
@@ -40,17 +73,30 @@ impl Input {
         if !self.buf.is_empty() {
             return Ok(true);
         }
+        if self.finished {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "I/O operation on closed file: this wsgi.input belongs to a request that has ended",
+            ));
+        }
         if let Some(e) = &self.failed {
             return Err(pyo3::exceptions::PyOSError::new_err(e.clone()));
         }
         let Some(stream) = &self.stream else {
             return Ok(false);
         };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Only a Python thread may wait for the client (the event loop would stop).
+            return Err(pyo3::exceptions::PyOSError::new_err(
+                "a streamed wsgi.input cannot be read on the event-loop thread",
+            ));
+        }
         let next = py.detach(|| {
-            stream
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .blocking_next()
+            super::pool::waiting_on_client(|| {
+                stream
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .blocking_next()
+            })
         });
         match next {
             Ok(Some(c)) => {
@@ -127,7 +173,7 @@ impl Input {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let n = size_arg(size)?;
         // The whole body in memory, read at once: no copy but the bytes object's.
-        if self.stream.is_none() && n.is_none_or(|n| n >= self.buf.len() as u64) {
+        if self.stream.is_none() && !self.finished && n.is_none_or(|n| n >= self.buf.len() as u64) {
             let b = PyBytes::new(py, &self.buf);
             self.buf.clear();
             return Ok(b);
@@ -190,5 +236,11 @@ impl Input {
     /// for). For a body still streaming this is what has arrived so far.
     fn __len__(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Always true, as for a file (without it, `__len__` would make a streamed body whose next
+    /// chunk has not arrived falsy).
+    fn __bool__(&self) -> bool {
+        true
     }
 }

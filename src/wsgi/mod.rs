@@ -45,6 +45,8 @@ pub struct Pending {
     /// `post_request` once the iteration ends: the hooks' `req` and the environ (boxed: this
     /// travels with every iterated response).
     post_request: Option<Box<PostRequest>>,
+    /// The request's `wsgi.input`, closed when the request is done.
+    input: input::Finish,
 }
 
 /// A request whose `post_request` hook is due when its response is done (dropped: called).
@@ -183,10 +185,13 @@ impl WsgiApp {
             }
             None => None,
         };
-        let environ = match self.template.build(py, req) {
+        let (environ, input) = match self.template.build(py, req) {
             Ok(e) => e,
             Err(e) => return fail(e),
         };
+        // Dropped last (after the post_request hook): the body's memory is the worker's again,
+        // whoever keeps the object.
+        let input = input::Finish(input);
         let sr = match self.start_response(py) {
             Ok(s) => s,
             Err(e) => return fail(e),
@@ -242,6 +247,7 @@ impl WsgiApp {
             target: head.target_lossy().into_owned(),
             log_vars,
             post_request,
+            input,
         })
     }
 

@@ -31,22 +31,32 @@ use crate::proxy::{self, ForwarderHeaders};
 use crate::sockets::LocalAddr;
 
 /// A Python str from bytes taken as latin-1 (each byte one code point, as PEP 3333 says).
-pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
+/// Inlined: called ~10 times a request, and the error check is then the null test it needs
+/// anyway.
+#[inline(always)]
+pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyString>> {
     // Request heads are nearly always ASCII: checked here (word at a time), the str is
     // allocated with the right kind and filled directly, skipping CPython's own scan.
     let maxchar = if b.is_ascii() { 127 } else { 255 };
     // SAFETY: PyUnicode_New(n, 127 or 255) returns a compact 1-byte-kind str of length n (or
-    // NULL on memory exhaustion) whose data buffer we fill before anyone else sees it; a
-    // 1-byte-kind string is exactly latin-1. NULL becomes an empty string, not a panic.
+    // NULL with MemoryError set) whose data buffer we fill before anyone else sees it; a
+    // 1-byte-kind string is exactly latin-1. NULL becomes the pending exception (the request
+    // fails with a 500), never a wrong value such as an empty PATH_INFO.
     unsafe {
         let p = ffi::PyUnicode_New(b.len() as ffi::Py_ssize_t, maxchar);
         if p.is_null() {
-            ffi::PyErr_Clear();
-            return PyString::new(py, "");
+            return Err(allocation_failed(py));
         }
         std::ptr::copy_nonoverlapping(b.as_ptr(), ffi::PyUnicode_1BYTE_DATA(p), b.len());
-        Bound::from_owned_ptr(py, p).cast_into_unchecked::<PyString>()
+        Ok(Bound::from_owned_ptr(py, p).cast_into_unchecked::<PyString>())
     }
+}
+
+/// The MemoryError a failed `PyUnicode_New` raised (out of line: it never happens).
+#[cold]
+#[inline(never)]
+fn allocation_failed(py: Python<'_>) -> PyErr {
+    PyErr::fetch(py)
 }
 
 /// The characters of `s` as latin-1 bytes, borrowed from the str itself, when CPython stores it
@@ -173,19 +183,19 @@ struct Value {
 
 impl Value {
     /// A str of `b`: the last one when `b` is the same, else a new one (remembered if short).
-    fn get<'py>(&mut self, py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
+    fn get<'py>(&mut self, py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyString>> {
         if let Some(s) = &self.s
             && self.bytes == b
         {
-            return s.bind(py).clone();
+            return Ok(s.bind(py).clone());
         }
-        let s = latin1(py, b);
+        let s = latin1(py, b)?;
         if b.len() <= VALUE_MAX {
             self.bytes.clear();
             self.bytes.extend_from_slice(b);
             self.s = Some(s.clone().unbind());
         }
-        s
+        Ok(s)
     }
 }
 
@@ -303,10 +313,12 @@ impl Template {
         i: usize,
         name: &[u8],
         value: &[u8],
-    ) -> Option<(Bound<'py, PyString>, Bound<'py, PyString>)> {
+    ) -> PyResult<Option<(Bound<'py, PyString>, Bound<'py, PyString>)>> {
         let Some(last) = last.filter(|_| i < SLOTS) else {
-            let key = self.header_key(py, name)?;
-            return Some((key, latin1(py, value)));
+            let Some(key) = self.header_key(py, name) else {
+                return Ok(None);
+            };
+            return Ok(Some((key, latin1(py, value)?)));
         };
         if last.fields.len() <= i {
             last.fields.resize_with(i + 1, Slot::default);
@@ -315,19 +327,30 @@ impl Template {
         if slot.name != name {
             let key = self.header_key(py, name);
             if name.len() > VALUE_MAX {
-                return key.map(|k| (k, latin1(py, value)));
+                return match key {
+                    Some(k) => Ok(Some((k, latin1(py, value)?))),
+                    None => Ok(None),
+                };
             }
             slot.name.clear();
             slot.name.extend_from_slice(name);
             slot.key = key.map(Bound::unbind);
             slot.value = Value::default();
         }
-        let key = slot.key.as_ref()?.bind(py).clone();
-        Some((key, slot.value.get(py, value)))
+        let Some(key) = slot.key.as_ref() else {
+            return Ok(None);
+        };
+        let key = key.bind(py).clone();
+        Ok(Some((key, slot.value.get(py, value)?)))
     }
 
-    /// Builds the environ for `req`, consuming its body into `wsgi.input`.
-    pub fn build<'py>(&self, py: Python<'py>, req: Request) -> PyResult<Bound<'py, PyDict>> {
+    /// Builds the environ for `req`, consuming its body into `wsgi.input` (returned too when
+    /// the request has a body, to be closed when the request is done).
+    pub fn build<'py>(
+        &self,
+        py: Python<'py>,
+        req: Request,
+    ) -> PyResult<(Bound<'py, PyDict>, Option<Py<Input>>)> {
         let env = self.dict.bind(py).copy()?;
         let mut guard = self.last.try_lock().ok();
         let mut last = guard.as_deref_mut();
@@ -355,7 +378,7 @@ impl Template {
             path = Cow::Owned(rest.to_vec());
         }
         if let Some(sn) = forwarded_script {
-            env.set_item(intern!(py, "SCRIPT_NAME"), latin1(py, sn))?;
+            env.set_item(intern!(py, "SCRIPT_NAME"), latin1(py, sn)?)?;
         }
         let value = |py, last: Option<&mut Value>, b: &[u8]| match last {
             Some(v) => v.get(py, b),
@@ -363,12 +386,12 @@ impl Template {
         };
         env.set_item(
             intern!(py, "PATH_INFO"),
-            value(py, last.as_deref_mut().map(|l| &mut l.path), &path),
+            value(py, last.as_deref_mut().map(|l| &mut l.path), &path)?,
         )?;
         if !query.is_empty() {
             env.set_item(
                 intern!(py, "QUERY_STRING"),
-                value(py, last.as_deref_mut().map(|l| &mut l.query), query),
+                value(py, last.as_deref_mut().map(|l| &mut l.query), query)?,
             )?;
         }
         env.set_item(
@@ -377,7 +400,7 @@ impl Template {
                 py,
                 last.as_deref_mut().map(|l| &mut l.raw_uri),
                 head.target(),
-            ),
+            )?,
         )?;
         if head.version == Version::Http10 {
             env.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.0"))?;
@@ -386,11 +409,11 @@ impl Template {
         let (name, port) = server_name_port(head, req.scheme, &req.conn.local);
         env.set_item(
             intern!(py, "SERVER_NAME"),
-            value(py, last.as_deref_mut().map(|l| &mut l.server_name), &name),
+            value(py, last.as_deref_mut().map(|l| &mut l.server_name), &name)?,
         )?;
         env.set_item(
             intern!(py, "SERVER_PORT"),
-            value(py, last.as_deref_mut().map(|l| &mut l.server_port), &port),
+            value(py, last.as_deref_mut().map(|l| &mut l.server_port), &port)?,
         )?;
         if let Some(r) = &req.conn.remote {
             env.set_item(
@@ -399,9 +422,9 @@ impl Template {
                     py,
                     last.as_deref_mut().map(|l| &mut l.remote_addr),
                     r.addr.as_bytes(),
-                ),
+                )?,
             )?;
-            env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, r.port.as_bytes()))?;
+            env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, r.port.as_bytes())?)?;
         }
         if let Some(p) = &req.conn.proxy {
             set_proxy_keys(py, &env, p)?;
@@ -424,7 +447,7 @@ impl Template {
         };
         for (i, f) in fields.iter().enumerate() {
             let Some((key, v)) =
-                self.field(py, last.as_deref_mut(), i, head.name(f), head.value(f))
+                self.field(py, last.as_deref_mut(), i, head.name(f), head.value(f))?
             else {
                 // A dropped name (one with `_`): a trusted proxy may still set it.
                 if req.trusted {
@@ -442,7 +465,7 @@ impl Template {
                     };
                     joined.push(b',');
                     joined.extend_from_slice(head.value(f));
-                    env.set_item(&key, latin1(py, &joined))?;
+                    env.set_item(&key, latin1(py, &joined)?)?;
                     continue;
                 }
             }
@@ -450,13 +473,13 @@ impl Template {
             env.set_item(key, v)?;
         }
         drop(guard);
+        let mut input = None;
         if !matches!(req.body, Body::Empty) {
-            env.set_item(
-                intern!(py, "wsgi.input"),
-                Py::new(py, Input::new(req.body))?,
-            )?;
+            let i = Py::new(py, Input::new(req.body))?;
+            env.set_item(intern!(py, "wsgi.input"), &i)?;
+            input = Some(i);
         }
-        Ok(env)
+        Ok((env, input))
     }
 
     /// A name with `_` from a trusted peer (field `i` of `head`): kept as `HTTP_NAME`, with any
@@ -490,7 +513,7 @@ impl Template {
                 c => c.to_ascii_uppercase() as char,
             }))
             .collect();
-        env.set_item(key, latin1(py, &value))
+        env.set_item(key, latin1(py, &value)?)
     }
 }
 
@@ -517,25 +540,27 @@ fn method_str<'py>(py: Python<'py>, head: &Head) -> Bound<'py, PyString> {
     }
 }
 
-/// `SERVER_NAME` and `SERVER_PORT` (PEP 3333, as Gunicorn): from the Host header, else the
-/// authority of an absolute-form target, else the listener; the port defaults to the scheme's.
+/// The authority of an absolute-form target (out of line: rare outside proxies).
+#[cold]
+#[inline(never)]
+fn target_authority(head: &Head) -> Option<&[u8]> {
+    parse::absolute_authority(head.target())
+}
+
+/// `SERVER_NAME` and `SERVER_PORT` (PEP 3333, as Gunicorn): from the authority of an
+/// absolute-form target (RFC 9112 §3.2.2: it wins over Host), else the Host header, else the
+/// listener; the port defaults to the scheme's.
 fn server_name_port<'a>(
     head: &'a Head,
     scheme: &str,
     local: &LocalAddr,
 ) -> (Cow<'a, [u8]>, Cow<'a, [u8]>) {
     let default_port: &[u8] = if scheme == "https" { b"443" } else { b"80" };
-    let host = head.host().filter(|h| !h.is_empty()).or_else(|| {
-        let t = head.target();
-        let rest = t
-            .strip_prefix(b"http://")
-            .or_else(|| t.strip_prefix(b"https://"))?;
-        Some(
-            rest.split(|&b| b == b'/' || b == b'?')
-                .next()
-                .unwrap_or(b""),
-        )
-    });
+    let host = match head.target().first() {
+        Some(b'/') => head.host(),
+        _ => target_authority(head).or_else(|| head.host()),
+    }
+    .filter(|h| !h.is_empty());
     if let Some(host) = host {
         if let Some(rest) = host.strip_prefix(b"[")
             && let Some(close) = rest.iter().position(|&b| b == b']')
@@ -604,6 +629,19 @@ mod tests {
         assert_eq!(
             snp(&head("http://h.example:81/x", None)),
             ("h.example".into(), "81".into())
+        );
+        // RFC 9112 §3.2.2: the target's authority wins over Host; the scheme in any case.
+        assert_eq!(
+            snp(&head("http://evil.example:8080/x", Some("good.example"))),
+            ("evil.example".into(), "8080".into())
+        );
+        assert_eq!(
+            snp(&head("HTTP://h.example:81/x", None)),
+            ("h.example".into(), "81".into())
+        );
+        assert_eq!(
+            snp(&head("http://h.example", None)),
+            ("h.example".into(), "80".into())
         );
     }
 }

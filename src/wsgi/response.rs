@@ -8,7 +8,8 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use tokio::sync::oneshot;
 
 use super::file_wrapper::{FileWrapper, RealFile};
-use super::start_response::{Head, StartResponse};
+use super::pool::waiting_on_client;
+use super::start_response::{Head, StartResponse, offer_reply, take_reply};
 use super::{Pending, WsgiApp};
 use crate::http::dispatch::{Chunk, Outcome, Reply, ReplyBody, StreamAborted};
 use crate::http::stream;
@@ -19,185 +20,192 @@ const FILE_CHUNK: usize = 256 * 1024;
 const ZERO_COPY_MIN: usize = 16 * 1024;
 
 impl WsgiApp {
-    /// Consumes a pending result: sends the head on `reply`, then the body chunks.
-    pub fn iterate(&self, py: Python<'_>, p: Pending, reply: oneshot::Sender<Outcome>) {
+    /// Consumes a pending result: starts the reply (the head once the first body bytes exist),
+    /// then sends the body chunks. `reply` is `None` when `write()` started the reply during the
+    /// call already.
+    pub fn iterate(&self, py: Python<'_>, p: Pending, reply: Option<oneshot::Sender<Outcome>>) {
         let sr = p.sr.clone_ref(py);
         self.consume(py, p, reply);
         // The request is over: `start_response` and its `write` no longer hold each other.
         StartResponse::release(sr.bind(py));
     }
 
-    fn consume(&self, py: Python<'_>, p: Pending, reply: oneshot::Sender<Outcome>) {
+    fn consume(&self, py: Python<'_>, p: Pending, reply: Option<oneshot::Sender<Outcome>>) {
         let Pending {
             result,
             sr,
             target,
             log_vars,
-            // Dropped when this returns, after close(): then the hook runs.
-            post_request: _post_request,
+            post_request,
+            input,
         } = p;
         let result = result.bind(py);
         let sr = sr.bind(py);
-        let mut reply = Some(reply);
         let mut log_vars = Some(log_vars);
-        let failed = |py: Python<'_>, e: &PyErr, reply: &mut Option<oneshot::Sender<Outcome>>| {
+        // write() during the iteration starts the reply with it (or the first chunk does).
+        if let Some(r) = reply {
+            offer_reply(r);
+        }
+        let failed = |py: Python<'_>, e: &PyErr| {
             log_app_error(py, &target, e);
-            if let Some(r) = reply.take() {
+            if let Some(r) = take_reply() {
                 let _ = r.send(Outcome::Failed);
             }
         };
 
         // A real file behind wsgi.file_wrapper: read by the server, no Python per chunk.
+        let mut sent_file = false;
         if let Ok(fw) = result.cast::<FileWrapper>() {
             let head = sr.borrow().head().cloned();
             if let Some(mut head) = head
                 && sr.borrow().written.is_empty()
+                && sr.borrow().stream.is_none()
                 && let Some(file) = fw.borrow().real_file(py, head.content_length)
+                && let Some(r) = take_reply()
             {
                 if head.content_length.is_none() {
                     let _ = head.push(b"Content-Length", file.len.to_string().as_bytes());
                 }
                 let (tx, rx) = stream::channel();
-                let _ = reply.take().expect("unsent").send(Outcome::Reply(Reply {
+                let _ = r.send(Outcome::Reply(Reply {
                     log_vars: log_vars.take().unwrap_or_default(),
                     ..Reply::new(head, ReplyBody::Stream(rx))
                 }));
                 py.detach(|| send_file(file, &tx));
-                close(py, result, &target);
-                return;
+                sent_file = true;
             }
         }
 
-        let iter = match result.try_iter() {
-            Ok(i) => i,
-            Err(e) => {
-                failed(py, &e, &mut reply);
-                close(py, result, &target);
-                return;
-            }
-        };
-        let (tx, rx) = stream::channel();
-        let mut rx = Some(rx);
-        let mut remaining: Option<u64> = None;
-        for item in iter {
-            let chunk = match item.and_then(|o| to_bytes(&o)) {
-                Ok(c) => c,
-                Err(e) => {
-                    if reply.is_some() {
-                        failed(py, &e, &mut reply);
-                    } else {
-                        log_app_error(py, &target, &e);
-                        send(
-                            py,
-                            &tx,
-                            Err(StreamAborted("the app raised while streaming".into())),
-                        );
-                    }
-                    break;
-                }
-            };
-            if chunk.is_empty() {
-                continue;
-            }
-            let mut pre = Vec::new();
-            if let Some(r) = reply.take() {
-                // First body bytes: the head is sent now.
-                let mut s = sr.borrow_mut();
-                s.headers_sent = true;
-                let Some(head) = s.head().cloned() else {
-                    drop(s);
-                    let e = pyo3::exceptions::PyAssertionError::new_err(
-                        "the app produced body data before calling start_response",
-                    );
-                    failed(py, &e, &mut Some(r));
-                    break;
-                };
-                remaining = head.content_length;
-                pre = std::mem::take(&mut s.written);
-                let _ = r.send(Outcome::Reply(Reply {
-                    log_vars: log_vars.take().unwrap_or_default(),
-                    ..Reply::new(head, ReplyBody::Stream(rx.take().expect("once")))
-                }));
-            } else {
-                pre.append(&mut sr.borrow_mut().written);
-            }
-            pre.push(chunk);
-            let mut open = true;
-            for c in pre {
-                let c = match remaining.as_mut() {
-                    Some(0) => break,
-                    Some(left) => {
-                        let c = if c.len() as u64 > *left {
-                            c.slice(..*left as usize)
-                        } else {
-                            c
+        if !sent_file {
+            match result.try_iter() {
+                Ok(iter) => {
+                    for item in iter {
+                        let chunk = match item.and_then(|o| to_bytes(&o)) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                let started = sr.borrow_mut().stream.take();
+                                match started {
+                                    None => failed(py, &e),
+                                    Some(st) => {
+                                        log_app_error(py, &target, &e);
+                                        let why = "the app raised while streaming";
+                                        send(py, &st.tx, Err(StreamAborted(why.into())));
+                                    }
+                                }
+                                break;
+                            }
                         };
-                        *left -= c.len() as u64;
-                        c
+                        if chunk.is_empty() {
+                            continue;
+                        }
+                        let mut s = sr.borrow_mut();
+                        if s.stream.is_none() {
+                            // First body bytes: the head is sent now.
+                            let Some(r) = take_reply() else { break };
+                            if !s.start_stream(r, log_vars.take().unwrap_or_default()) {
+                                drop(s);
+                                let e = pyo3::exceptions::PyAssertionError::new_err(
+                                    "the app produced body data before calling start_response",
+                                );
+                                log_app_error(py, &target, &e);
+                                break;
+                            }
+                        }
+                        if !s.send_body(py, Some(chunk)) {
+                            break;
+                        }
                     }
-                    None => c,
-                };
-                if !send(py, &tx, Ok(c)) {
-                    open = false;
-                    break;
                 }
+                Err(e) => failed(py, &e),
             }
-            if !open || remaining == Some(0) {
-                break;
+            let mut s = sr.borrow_mut();
+            if s.stream.is_some() {
+                // What write() gave after the last chunk.
+                if !s.written.is_empty() {
+                    s.send_body(py, None);
+                }
+            } else if let Some(r) = take_reply() {
+                // The iterable produced no bytes: the head is whatever start_response said,
+                // with what write() gave.
+                match s.head().cloned() {
+                    Some(head) => {
+                        let body = std::mem::take(&mut s.written);
+                        let _ = r.send(Outcome::Reply(Reply {
+                            log_vars: log_vars.take().unwrap_or_default(),
+                            ..Reply::new(head, ReplyBody::Full(body))
+                        }));
+                    }
+                    None => {
+                        drop(s);
+                        let e = pyo3::exceptions::PyAssertionError::new_err(
+                            "the app returned without calling start_response",
+                        );
+                        log_app_error(py, &target, &e);
+                        let _ = r.send(Outcome::Failed);
+                    }
+                }
             }
         }
-        if let Some(r) = reply.take() {
-            // The iterable produced no bytes: the head is whatever start_response said.
-            let s = sr.borrow();
-            match s.head().cloned() {
-                Some(head) => {
-                    let body = s.written.clone();
-                    let _ = r.send(Outcome::Reply(Reply {
-                        log_vars: log_vars.take().unwrap_or_default(),
-                        ..Reply::new(head, ReplyBody::Full(body))
-                    }));
-                }
-                None => {
-                    drop(s);
-                    let e = pyo3::exceptions::PyAssertionError::new_err(
-                        "the app returned without calling start_response",
-                    );
-                    failed(py, &e, &mut Some(r));
-                }
-            }
-        }
+        sr.borrow_mut().finished = true;
         close(py, result, &target);
+        // The body ends (the connection finishes the response), then the hook runs, then the
+        // request's wsgi.input is closed.
+        sr.borrow_mut().stream = None;
+        drop(take_reply());
+        drop(post_request);
+        drop(input);
     }
 }
 
-/// A list or tuple result: every item must be bytes.
+/// A list or tuple result: every item must be bytes. When `write()` started the reply during
+/// the call, the items are sent on it and the body returned is empty.
 pub(super) fn complete(
     result: &Bound<'_, PyAny>,
     sr: &Bound<'_, StartResponse>,
 ) -> PyResult<(Head, Vec<Bytes>)> {
     let mut s = sr.borrow_mut();
     let mut body = std::mem::take(&mut s.written);
-    let mut add = |item: &Bound<'_, PyAny>| -> PyResult<()> {
-        let b = to_bytes(item)?;
-        if !b.is_empty() {
-            body.push(b);
+    let items: PyResult<()> = (|| {
+        let mut add = |item: &Bound<'_, PyAny>| -> PyResult<()> {
+            let b = to_bytes(item)?;
+            if !b.is_empty() {
+                body.push(b);
+            }
+            Ok(())
+        };
+        // The caller checked that it is exactly a list or a tuple: walked without an iterator.
+        if let Ok(list) = result.cast_exact::<PyList>() {
+            for item in list.iter() {
+                add(&item)?;
+            }
+        } else if let Ok(tuple) = result.cast_exact::<PyTuple>() {
+            for item in tuple.iter_borrowed() {
+                add(&item)?;
+            }
+        } else {
+            for item in result.try_iter()? {
+                add(&item?)?;
+            }
         }
         Ok(())
-    };
-    // The caller checked that it is exactly a list or a tuple: walked without an iterator.
-    if let Ok(list) = result.cast_exact::<PyList>() {
-        for item in list.iter() {
-            add(&item)?;
+    })();
+    s.finished = true;
+    if s.stream.is_some() {
+        match &items {
+            Ok(()) => {
+                s.written = std::mem::take(&mut body);
+                s.send_body(result.py(), None);
+            }
+            Err(_) => {
+                if let Some(st) = &s.stream {
+                    let why = "the app's result was not bytes";
+                    send(result.py(), &st.tx, Err(StreamAborted(why.into())));
+                }
+            }
         }
-    } else if let Ok(tuple) = result.cast_exact::<PyTuple>() {
-        for item in tuple.iter_borrowed() {
-            add(&item)?;
-        }
-    } else {
-        for item in result.try_iter()? {
-            add(&item?)?;
-        }
+        s.stream = None;
     }
+    items?;
     let head = s.take_head().ok_or_else(|| {
         pyo3::exceptions::PyAssertionError::new_err(
             "the app returned without calling start_response",
@@ -206,7 +214,7 @@ pub(super) fn complete(
     Ok((head, body))
 }
 
-fn to_bytes(o: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+pub(super) fn to_bytes(o: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     let b = o.cast::<PyBytes>().map_err(|_| {
         pyo3::exceptions::PyTypeError::new_err(format!(
             "the app's response iterable yielded {} instead of bytes",
@@ -225,12 +233,13 @@ fn to_bytes(o: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     }
 }
 
-/// Sends one chunk; the GIL is released only when the channel is full. False: client gone.
-fn send(py: Python<'_>, tx: &stream::Sender, c: Chunk) -> bool {
+/// Sends one chunk; the GIL is released only when the channel is full (and the wait is not
+/// counted as busy). False: client gone.
+pub(super) fn send(py: Python<'_>, tx: &stream::Sender, c: Chunk) -> bool {
     match tx.try_send(c) {
         stream::TrySend::Sent => true,
         stream::TrySend::Closed => false,
-        stream::TrySend::Full(c) => py.detach(|| tx.send_blocking(c)),
+        stream::TrySend::Full(c) => py.detach(|| waiting_on_client(|| tx.send_blocking(c))),
     }
 }
 
@@ -249,7 +258,7 @@ fn send_file(f: RealFile, tx: &stream::Sender) {
             Ok(k) => {
                 buf.truncate(k);
                 pos += k as u64;
-                if !tx.send_blocking(Ok(Bytes::from(buf))) {
+                if !waiting_on_client(|| tx.send_blocking(Ok(Bytes::from(buf)))) {
                     return;
                 }
             }

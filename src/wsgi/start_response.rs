@@ -1,19 +1,57 @@
 //! `start_response` and its `write` callable (PEP 3333): the status and the app's header list
 //! are validated and written straight into the response head's wire format
 //! ([`crate::http::response::ResponseHead`]); hop-by-hop headers are dropped there.
+//!
+//! `write()` sends as PEP 3333 says (it returns once the data is on its way, waiting with the GIL
+//! released while the client is slow): on a Python thread, the first call starts the reply with
+//! the head and the rest goes through the same bounded channel as an iterated body. A call made
+//! on the event-loop thread (`--threads 1`, an app called inline) cannot wait for the client, so
+//! what it writes is kept until the app returns, and the worker then calls the app on its Python
+//! thread from then on, where `write()` streams.
 
 use std::borrow::Cow;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use pyo3::{ffi, intern};
+use tokio::sync::oneshot;
 
 use super::request::latin1_data;
+use crate::http::dispatch::{Outcome, Reply, ReplyBody};
 use crate::http::response::{HeaderError, ResponseHead};
+use crate::http::stream;
 
 pub type Head = ResponseHead;
+
+thread_local! {
+    /// On a Python thread: the reply of the request it runs while its head is not sent yet
+    /// (`write()` starts the response with it).
+    static REPLY: Cell<Option<oneshot::Sender<Outcome>>> = const { Cell::new(None) };
+}
+
+/// Offers the running request's reply to `write()` (a Python thread, before the app is called
+/// or its result iterated).
+pub fn offer_reply(r: oneshot::Sender<Outcome>) {
+    REPLY.set(Some(r));
+}
+
+/// The running request's reply, unless `write()` has already started the response with it.
+pub fn take_reply() -> Option<oneshot::Sender<Outcome>> {
+    REPLY.take()
+}
+
+/// Set once an app called `write()` on the event-loop thread: this worker then calls the app on
+/// a Python thread, where `write()` can wait for the client.
+static WROTE_INLINE: AtomicBool = AtomicBool::new(false);
+
+/// Whether the app has used `write()` where it cannot stream (see [`WROTE_INLINE`]).
+pub fn wrote_inline() -> bool {
+    WROTE_INLINE.load(Ordering::Relaxed)
+}
 
 fn bad_status(status: &Bound<'_, PyString>) -> PyErr {
     PyValueError::new_err(format!(
@@ -22,24 +60,24 @@ fn bad_status(status: &Bound<'_, PyString>) -> PyErr {
     ))
 }
 
-/// The code and reason of a status line (`200 OK`): three digits, a space, a reason without
-/// control characters. An ASCII status (nearly all) is read in place; another is read as UTF-8,
-/// as before.
+/// The code and reason of a status line (`200 OK`): three digits, a space, a latin-1 reason
+/// without control characters; a bare code (`200`) is accepted, as Gunicorn does, with its
+/// canonical reason. An ASCII status (nearly all) is read in place; another is read as UTF-8.
 fn parse_status(status: &Bound<'_, PyString>) -> PyResult<(u16, Option<Box<str>>)> {
     let ascii = latin1_data(status).filter(|b| b.is_ascii());
     let owned;
     let (code, reason): (&[u8], &str) = match ascii {
         Some(b) => {
-            let i = memchr::memchr(b' ', b).ok_or_else(|| bad_status(status))?;
+            let (c, r) = match memchr::memchr(b' ', b) {
+                Some(i) => (&b[..i], &b[i + 1..]),
+                None => (b, &b""[..]),
+            };
             // ASCII, so UTF-8.
-            (
-                &b[..i],
-                std::str::from_utf8(&b[i + 1..]).unwrap_or_default(),
-            )
+            (c, std::str::from_utf8(r).unwrap_or_default())
         }
         None => {
             owned = status.to_str()?;
-            let (c, r) = owned.split_once(' ').ok_or_else(|| bad_status(status))?;
+            let (c, r) = owned.split_once(' ').unwrap_or((owned, ""));
             (c.as_bytes(), r)
         }
     };
@@ -49,13 +87,19 @@ fn parse_status(status: &Bound<'_, PyString>) -> PyResult<(u16, Option<Box<str>>
         }
         _ => return Err(bad_status(status)),
     };
-    if code < 100 || reason.chars().any(|c| c.is_control()) {
+    // RFC 9110 §15: 100–599; the reason is latin-1 (PEP 3333), without controls.
+    if !(100..=599).contains(&code)
+        || reason
+            .chars()
+            .any(|c| c.is_control() || u32::from(c) > 0xff)
+    {
         return Err(bad_status(status));
     }
     let canonical = http::StatusCode::from_u16(code)
         .ok()
         .and_then(|s| s.canonical_reason());
-    Ok((code, (canonical != Some(reason)).then(|| reason.into())))
+    let own = canonical != Some(reason) && !(reason.is_empty() && canonical.is_some());
+    Ok((code, own.then(|| reason.into())))
 }
 
 /// The latin-1 bytes of `s` (borrowed from the str when CPython stores it one byte per
@@ -131,6 +175,13 @@ fn add_header(item: &Bound<'_, PyAny>, head: &mut ResponseHead) -> PyResult<()> 
     })
 }
 
+/// A reply whose head has gone out: where the rest of its body goes.
+pub struct Streaming {
+    pub tx: stream::Sender,
+    /// Bytes the app's `Content-Length` still allows.
+    pub remaining: Option<u64>,
+}
+
 /// The state behind one request's `start_response` and `write` callables.
 ///
 /// The app gets the bound methods `start_response` and `write` of this object: builtin methods
@@ -143,8 +194,12 @@ pub struct StartResponse {
     head: Option<Head>,
     /// Body bytes were produced, so the head counts as sent (for `exc_info`).
     pub headers_sent: bool,
-    /// Chunks given to `write()`, sent before the iterable's.
+    /// Chunks given to `write()` before the reply started, sent before the iterable's.
     pub written: Vec<Bytes>,
+    /// The reply has started (its head is sent): body bytes go here.
+    pub stream: Option<Streaming>,
+    /// The response is over: `write()` refuses.
+    pub finished: bool,
     /// The bound `start_response` method, made on first use.
     callable: Option<Py<PyAny>>,
     /// The bound `write` method, made on the first `start_response` call.
@@ -157,9 +212,64 @@ impl StartResponse {
             head: None,
             headers_sent: false,
             written: Vec::new(),
+            stream: None,
+            finished: false,
             callable: None,
             write: None,
         }
+    }
+
+    /// Starts the reply with `reply`: the head goes out with a streamed body (whose first chunks
+    /// are what `write()` kept). False when there is no head yet.
+    pub fn start_stream(
+        &mut self,
+        reply: oneshot::Sender<Outcome>,
+        log_vars: Vec<(String, String)>,
+    ) -> bool {
+        let Some(head) = self.head.clone() else {
+            let _ = reply.send(Outcome::Failed);
+            return false;
+        };
+        self.headers_sent = true;
+        let (tx, rx) = stream::channel();
+        self.stream = Some(Streaming {
+            tx,
+            remaining: head.content_length,
+        });
+        let _ = reply.send(Outcome::Reply(Reply {
+            log_vars,
+            ..Reply::new(head, ReplyBody::Stream(rx))
+        }));
+        true
+    }
+
+    /// Sends `chunk` (after what `write()` kept) on a started reply, up to the app's
+    /// `Content-Length`. False: nothing more can go out (the client is gone, or the declared
+    /// length is reached).
+    pub fn send_body(&mut self, py: Python<'_>, chunk: Option<Bytes>) -> bool {
+        let Some(s) = self.stream.as_mut() else {
+            return false;
+        };
+        let kept = std::mem::take(&mut self.written);
+        for c in kept.into_iter().chain(chunk) {
+            let c = match s.remaining.as_mut() {
+                Some(0) => return false,
+                Some(left) => {
+                    let c = if c.len() as u64 > *left {
+                        c.slice(..*left as usize)
+                    } else {
+                        c
+                    };
+                    *left -= c.len() as u64;
+                    c
+                }
+                None => c,
+            };
+            if !super::response::send(py, &s.tx, Ok(c)) {
+                return false;
+            }
+        }
+        s.remaining != Some(0)
     }
 
     pub fn head(&self) -> Option<&Head> {
@@ -210,6 +320,8 @@ impl StartResponse {
         self.head = None;
         self.headers_sent = false;
         self.written.clear();
+        self.stream = None;
+        self.finished = false;
     }
 
     /// Breaks the cycles with the callables (the app may still hold any of them).
@@ -277,8 +389,8 @@ impl StartResponse {
         Ok(w)
     }
 
-    /// PEP 3333's legacy `write(data)` callable.
-    fn write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// PEP 3333's legacy `write(data)` callable: sends `data` (see the module comment).
+    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let b = data
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() argument must be bytes"))?;
@@ -287,10 +399,46 @@ impl StartResponse {
                 "write() called before start_response",
             ));
         }
-        if !b.as_bytes().is_empty() {
-            self.headers_sent = true;
-            self.written.push(Bytes::copy_from_slice(b.as_bytes()));
+        if self.finished {
+            return Err(PyOSError::new_err(
+                "write() called after the response ended",
+            ));
         }
-        Ok(())
+        if b.as_bytes().is_empty() {
+            return Ok(());
+        }
+        self.headers_sent = true;
+        let chunk = super::response::to_bytes(data)?;
+        if self.stream.is_none() {
+            match take_reply() {
+                Some(reply) => {
+                    self.start_stream(reply, Vec::new());
+                }
+                None => {
+                    // The event-loop thread (an inline call), or an iteration that sends its
+                    // head itself at the next chunk: kept until then.
+                    if tokio::runtime::Handle::try_current().is_err() {
+                        self.written.push(chunk);
+                        return Ok(());
+                    }
+                    if !WROTE_INLINE.swap(true, Ordering::Relaxed) {
+                        tracing::info!(
+                            "The app calls write(): what it writes while called on the event-loop \
+                             thread is sent when it returns; from now on this worker calls the \
+                             app on its Python thread, where write() sends as it goes"
+                        );
+                    }
+                    self.written.push(chunk);
+                    return Ok(());
+                }
+            }
+        }
+        if self.send_body(py, Some(chunk))
+            || self.stream.as_ref().is_some_and(|s| s.remaining == Some(0))
+        {
+            Ok(())
+        } else {
+            Err(PyOSError::new_err("the client closed the connection"))
+        }
     }
 }
