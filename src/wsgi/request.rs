@@ -305,7 +305,8 @@ impl Template {
     }
 
     /// The key and value of field `i` (`None`: a dropped name), through `last` when there is
-    /// one.
+    /// one. Inlined into `build`'s loop (LTO otherwise keeps it out of line).
+    #[inline(always)]
     fn field<'py>(
         &self,
         py: Python<'py>,
@@ -345,7 +346,9 @@ impl Template {
     }
 
     /// Builds the environ for `req`, consuming its body into `wsgi.input` (returned too when
-    /// the request has a body, to be closed when the request is done).
+    /// the request has a body, to be closed when the request is done). Kept out of line (its one
+    /// caller is `WsgiApp::call`): it is a layer `LAYERS=1 bench/callgrind.sh` reports.
+    #[inline(never)]
     pub fn build<'py>(
         &self,
         py: Python<'py>,
