@@ -741,8 +741,11 @@ settings! {
     /// Maximum number of simultaneous clients per worker: at the cap the worker stops
     /// accepting (the listen backlog and the other workers take new connections) until one
     /// closes.
-    setting worker_connections: u32 = Some(1000) => u32 {
+    setting worker_connections: u32 = Some(10_000) => u32 {
         section: WorkerProcesses, long: Some("worker-connections"), value_name: "INT",
+        note: "default 10000 (Gunicorn's is 1000): an idle or slow connection costs a worker a \
+               few KiB and no thread, and at 1000 a thousand slowloris connections kept the \
+               normal clients waiting in the backlog (p99 2.4 s, against 1.2 ms at 10000)",
     }
     check |v| range(*v, 1, 1_000_000);
 
