@@ -174,6 +174,25 @@ fn a_start_response_a_post_request_hook_keeps_is_never_another_request_s() {
     }
 }
 
+/// A `start_response` whose response ended (its `write()` then refuses) serves the next
+/// request as a new one: `write()` works there, inline (`--threads 1`) and on a Python thread.
+#[test]
+fn write_works_in_every_request_of_a_connection() {
+    for threads in ["1", "4"] {
+        let (server, addr) = start_app("reuse:app", &["--threads", threads, "--keep-alive", "10"]);
+        let mut c = connect(&server, &addr, WAIT);
+        for i in 0..3 {
+            let r = c.request("GET", "/write", &[], None).unwrap();
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "written,returned"),
+                "threads {threads}, request {i}\n{}",
+                server.report()
+            );
+        }
+    }
+}
+
 #[test]
 fn an_app_that_mutates_its_environ_changes_no_later_one() {
     let (server, addr) = start_app("reuse:app", &["--keep-alive", "10"]);
