@@ -186,9 +186,13 @@ fn a_scrape_does_not_wait_for_busy_python_threads() {
             thread::spawn(move || get(&app, "/sleep?s=4").map(|r| r.status))
         })
         .collect();
+    // In flight as soon as the heads are read; busy once a pool thread has picked each up.
     assert!(
-        wait_until(T, || value(&scrape(&m), "ferricorn_requests_in_flight")
-            == 3.0),
+        wait_until(T, || {
+            let got = scrape(&m);
+            value(&got, "ferricorn_requests_in_flight") == 3.0
+                && value(&got, "ferricorn_python_threads_busy") == 2.0
+        }),
         "{:?}",
         scrape(&m)
     );
