@@ -4,9 +4,12 @@ Kept in Python because it is asyncio's own business: telling an ASGI app from a 
 making the loop (uvloop when asked or available), and the coroutine each app call runs in, which
 reports how the app's coroutine ended to the Rust side (`cycle.done(exc)`).
 """
-import asyncio
 import inspect
+import sys
 import warnings
+
+# asyncio is imported where a loop is made, not here: every worker runs is_asgi(), and importing
+# asyncio (which imports ssl, and libssl and libcrypto with it) cost a WSGI worker about 8 MiB.
 
 
 def is_asgi(app):
@@ -16,7 +19,11 @@ def is_asgi(app):
         if inspect.iscoroutinefunction(f):
             return True
         # asyncio's check also knows the markers of asgiref and older frameworks; it is
-        # deprecated on 3.14, where inspect's check covers those markers.
+        # deprecated on 3.14, where inspect's check covers those markers. An app marked that
+        # way has imported asyncio already.
+        asyncio = sys.modules.get("asyncio")
+        if asyncio is None:
+            return False
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             return asyncio.iscoroutinefunction(f)
@@ -31,6 +38,8 @@ def is_asgi(app):
 
 def new_loop(kind):
     """The event loop for `--asgi-loop KIND` and its name."""
+    import asyncio
+
     if kind in ("auto", "uvloop"):
         try:
             import uvloop
@@ -44,6 +53,8 @@ def new_loop(kind):
 
 def serve_forever(loop, fd, drain):
     """Runs the loop on this thread; `drain` runs whenever the server's eventfd is readable."""
+    import asyncio
+
     asyncio.set_event_loop(loop)
     loop.add_reader(fd, drain)
     loop.run_forever()
