@@ -10,33 +10,15 @@ mod common;
 use std::io::ErrorKind;
 use std::time::Duration;
 
-use common::{client::*, server::*};
+use common::{client::*, examples, server::*};
 use serde_json::Value;
 
-const BOOT: Duration = Duration::from_secs(30);
 const IO: Duration = Duration::from_secs(10);
 const LOG_WAIT: Duration = Duration::from_secs(10);
 
 fn spawn(extra: &[&str]) -> (Server, Addr) {
-    let mut b = ferricorn().cwd(examples_dir());
-    for k in [
-        "WEB_CONCURRENCY",
-        "PORT",
-        "FORWARDED_ALLOW_IPS",
-        "VIRTUAL_ENV",
-    ] {
-        b = b.env_remove(k);
-    }
-    let tmp = b.tmp_path().display().to_string();
-    let mut args: Vec<String> = vec!["--chdir".into(), examples_dir().display().to_string()];
-    if !extra.contains(&"-b") {
-        args.extend(["-b".into(), "127.0.0.1:0".into()]);
-    }
-    args.extend(extra.iter().map(|a| a.replace("{tmp}", &tmp)));
-    args.push("spec:app".into());
-    let server = b.args(args).spawn();
-    server.wait_ready(BOOT);
-    let addr = server.addr();
+    let server = examples::spawn("spec:app", extra);
+    let addr = examples::ready(&server);
     (server, addr)
 }
 

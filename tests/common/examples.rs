@@ -25,7 +25,12 @@ pub const HELLO: &[u8] = b"Hello, World!";
 /// a hermetic environment. `{tmp}` in an argument is replaced by the server's
 /// temp dir. Without a `-b` in `extra` it binds `127.0.0.1:0`.
 pub fn spawn(app: &str, extra: &[&str]) -> Server {
-    let b = ferricorn().cwd(examples_dir());
+    spawn_with(ferricorn(), app, extra)
+}
+
+/// [`spawn`] from a builder the test prepared (an environment variable, say).
+pub fn spawn_with(b: ServerBuilder, app: &str, extra: &[&str]) -> Server {
+    let b = b.cwd(examples_dir());
     let tmp = b.tmp_path().display().to_string();
     let mut args: Vec<String> = vec!["--chdir".into(), examples_dir().display().to_string()];
     if !extra.iter().any(|a| *a == "-b" || *a == "--bind") {
