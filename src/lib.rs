@@ -34,6 +34,7 @@ pub mod reloader;
 pub mod sockets;
 pub mod statsd;
 pub mod units;
+pub mod unix_conn;
 pub mod usage;
 pub mod worker;
 pub mod wsgi;

@@ -654,7 +654,7 @@ fn accept_loop<D: Dispatch>(
     let local = Arc::new(local);
     enum L {
         Tcp(tokio::net::TcpListener),
-        Unix(tokio::net::UnixListener),
+        Unix(tokio::io::unix::AsyncFd<std::os::unix::net::UnixListener>),
     }
     let raw = fd.as_raw_fd();
     let listener = match local.as_ref() {
@@ -666,7 +666,10 @@ fn accept_loop<D: Dispatch>(
         LocalAddr::Unix(_) => {
             let std = std::os::unix::net::UnixListener::from(fd);
             std.set_nonblocking(true)?;
-            L::Unix(tokio::net::UnixListener::from_std(std)?)
+            L::Unix(crate::unix_conn::register(
+                std,
+                tokio::io::Interest::READABLE,
+            )?)
         }
     };
     Ok(tokio::spawn(async move {
@@ -685,7 +688,9 @@ fn accept_loop<D: Dispatch>(
                     let _ = s.set_nodelay(true);
                     (Conn::Tcp(s), Peer::Tcp(a))
                 }),
-                L::Unix(l) => l.accept().await.map(|(s, _)| (Conn::Unix(s), Peer::Unix)),
+                L::Unix(l) => crate::unix_conn::accept(l)
+                    .await
+                    .map(|s| (Conn::Unix(s), Peer::Unix)),
             };
             let (stream, peer) = match accepted {
                 Ok(x) => x,
@@ -732,5 +737,6 @@ fn accept_loop<D: Dispatch>(
 
 enum Conn {
     Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
+    /// Registered for write readiness only once a write blocks (src/unix_conn.rs).
+    Unix(crate::unix_conn::UnixConn),
 }

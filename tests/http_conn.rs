@@ -200,3 +200,75 @@ fn unix_responses_are_written_as_soon_as_ready() {
         "expected exactly one response to arrive after the other request ran: {seen:?}"
     );
 }
+
+/// The epoll interest masks a process has registered, over all its epoll descriptors.
+fn epoll_masks(pid: i32) -> Vec<u32> {
+    let mut masks = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let is_epoll = std::fs::read_link(fd.path())
+            .map(|l| l.to_string_lossy().contains("eventpoll"))
+            .unwrap_or(false);
+        if !is_epoll {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        for line in info.lines().filter(|l| l.starts_with("tfd:")) {
+            let events = line
+                .split_whitespace()
+                .skip_while(|w| *w != "events:")
+                .nth(1);
+            masks.push(u32::from_str_radix(events.expect("an events field"), 16).unwrap());
+        }
+    }
+    masks
+}
+
+/// A unix-socket connection is watched for read readiness only until a write blocks
+/// (src/unix_conn.rs): watched for writes too, every response the peer read woke the worker
+/// (a unix socket reports write space on each read of its peer), and behind nginx over a unix
+/// socket that wake-up cost nginx ~5 µs of CPU per request. A large response to a client that
+/// reads slowly still arrives whole.
+#[test]
+fn a_unix_connection_is_watched_for_writes_only_once_a_write_blocks() {
+    let (server, addr) = examples::start_unix("spec:app", &["-w", "1"]);
+    let mut c = examples::connect(&server, &addr);
+    let pid: i32 = c
+        .request("GET", "/pid", &[], None)
+        .unwrap()
+        .text()
+        .trim()
+        .parse()
+        .unwrap();
+    // Twice: the listener and the open, idle keep-alive connection are both registered.
+    let r = c.request("GET", "/pid", &[], None).unwrap();
+    assert_eq!(r.status, 200);
+    let masks = epoll_masks(pid);
+    assert!(masks.len() >= 2, "the worker's epoll set: {masks:x?}");
+    assert!(
+        masks.iter().all(|m| m & libc::EPOLLOUT as u32 == 0),
+        "a descriptor of the worker is watched for write readiness: {masks:x?}"
+    );
+
+    // 8 MiB to a client that does not read for a while: the write blocks, then completes.
+    let mut big = examples::connect(&server, &addr);
+    big.send_raw(&build_request("GET", "/stream?n=128&size=65536", &[], None))
+        .unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let blocked = epoll_masks(pid);
+    assert!(
+        blocked.iter().any(|m| m & libc::EPOLLOUT as u32 != 0),
+        "a blocked write waits on write readiness: {blocked:x?}"
+    );
+    let r = big.read_response("GET").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 8 << 20);
+    // The first connection is served as before.
+    assert_eq!(c.request("GET", "/pid", &[], None).unwrap().status, 200);
+}
