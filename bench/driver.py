@@ -847,7 +847,8 @@ def write_report(path, meta, summary, runs, apps, servers, transports):
     L += [f"Date: {meta['date']} (took {meta['elapsed_s'] / 60:.1f} min)", "",
           "## Machine", "",
           f"- CPU: {m['cpu']}, {m['cores']} cores; memory {m['memory']}; kernel {m['kernel']}",
-          f"- load average at start: {' '.join(m['loadavg_at_start'])}",
+          f"- load average at start: {' '.join(m['loadavg_at_start'])}"
+          + (f", at end: {' '.join(m['loadavg_at_end'])}" if "loadavg_at_end" in m else ""),
           f"- server pinned to CPU {SERVER_CPU}, load generator (and nginx) to CPU {LOAD_CPU} "
           f"(`taskset`); the -w 2 scaling pair (ferricorn-w1-2cpu, ferricorn-w2-2cpu) runs with "
           f"server and load generator on CPUs {ALL_CPUS}", "",
@@ -944,7 +945,8 @@ def write_report(path, meta, summary, runs, apps, servers, transports):
           "is added with `--add-header`.",
           "- Threads for the sleep app: ferricorn, gunicorn gthread, granian-bt1, uWSGI and "
           f"waitress get {SLEEP_THREADS}; granian keeps its default (up to 512 blocking threads).",
-          "- Raw per-run data: `bench/results.json`. Server and load-generator output: "
+          f"- Raw per-run data: `{meta.get('json', 'bench/results.json')}`. Server and "
+          "load-generator output: "
           f"`{os.path.relpath(meta['logdir'], ROOT)}/`.", ""]
     with open(path, "w") as f:
         f.write(re.sub(r"\n{3,}", "\n\n", "\n".join(L)))
@@ -1048,6 +1050,8 @@ def main():
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
     meta["elapsed_s"] = time.time() - started
+    meta["machine"]["loadavg_at_end"] = open("/proc/loadavg").read().split()[:3]
+    meta["json"] = os.path.relpath(os.path.abspath(args.json), ROOT)
     summary = summarise(runs, servers)
     with open(args.json, "w") as f:
         json.dump({"meta": meta, "runs": runs,
