@@ -101,6 +101,7 @@ impl AsyncRead for UnixConn {
             // and exactly the `n` it returns are then marked initialised and filled.
             let unfilled = unsafe { buf.unfilled_mut() };
             let got = guard.try_io(|s| {
+                // SAFETY: read(2) into the unfilled part, at most its length.
                 check(unsafe {
                     libc::read(s.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len())
                 })
@@ -112,9 +113,10 @@ impl AsyncRead for UnixConn {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
                 // Not readable after all: the readiness was cleared, wait again.
-                Err(_would_block) => continue,
+                Err(_would_block) => {}
             }
         }
     }
@@ -131,9 +133,11 @@ impl AsyncWrite for UnixConn {
             if let Some(w) = &self.write {
                 let mut guard = ready!(w.poll_write_ready(cx))?;
                 match guard.try_io(|_| send(fd, buf)) {
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                     Ok(r) => return Poll::Ready(r),
-                    Err(_would_block) => continue,
+                    Err(_would_block) => {}
                 }
+                continue;
             }
             match send(fd, buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

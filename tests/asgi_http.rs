@@ -311,6 +311,22 @@ fn the_interface_is_chosen_by_the_app_or_the_flags() {
     assert_eq!(get(&a.addr(), "/pid").unwrap().status, 200);
 }
 
+/// An app module that imports nothing (`tests/asgi/apps/bare.py`, like `bench/apps/ahello.py`)
+/// is served on either loop. `threading` used to be imported first on the loop's own thread, which
+/// `threading.main_thread()` then named the main thread; uvloop installed its signal wake-up from
+/// there, which Python refuses ("set_wakeup_fd only works in main thread"), and the worker could
+/// not start.
+#[test]
+fn an_app_that_imports_nothing_is_served_from_a_loop_thread_that_is_not_the_main_one() {
+    for lp in ["uvloop", "asyncio"] {
+        let s = spawn("bare:app", &["--asgi-loop", lp]);
+        s.wait_ready(BOOT);
+        let r = get(&s.addr(), "/").unwrap();
+        assert_eq!(r.status, 200, "--asgi-loop {lp}\n{}", s.report());
+        assert_eq!(r.text(), "not-main", "--asgi-loop {lp}\n{}", s.report());
+    }
+}
+
 #[test]
 fn a_blocked_event_loop_is_killed_with_its_stack() {
     let (s, addr) = start("raw:app", &["--timeout", "2"]);

@@ -6,6 +6,14 @@ reports how the app's coroutine ended to the Rust side (`cycle.done(exc)`).
 """
 import inspect
 import sys
+
+# Imported here, on the worker's main thread, before the event loop gets a thread of its own:
+# threading takes the thread that first imports it for the main one (`threading.main_thread()`).
+# Imported first on the loop's thread (an app module that imports nothing, asyncio imported by
+# new_loop), it named that thread; uvloop then installed its signal wake-up from it, which Python
+# refuses ("set_wakeup_fd only works in main thread"), and the worker could not start. Cheap, and
+# right for WSGI apps too (their pool threads are not the main one either).
+import threading  # noqa: F401
 import warnings
 
 # asyncio is imported where a loop is made, not here: every worker runs is_asgi(), and importing
