@@ -65,7 +65,8 @@ impl UnixConn {
     }
 
     /// Whether the connection has a write registration (a write has blocked).
-    pub fn waits_for_writes(&self) -> bool {
+    #[cfg(test)]
+    fn waits_for_writes(&self) -> bool {
         self.write.is_some()
     }
 

@@ -427,16 +427,11 @@ fn slow_and_stalled_uploads_hold_no_python_thread() {
     drop(held);
 }
 
-/// Minor page faults of process `pid` so far (`/proc/PID/stat`, field 10).
+/// Minor page faults of process `pid` so far.
 fn minor_faults(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-    after_comm
-        .split_whitespace()
-        .nth(7)
-        .unwrap()
-        .parse()
-        .unwrap()
+    common::server::proc_stat(pid)
+        .and_then(|st| st.minflt)
+        .expect("/proc/PID/stat with minflt")
 }
 
 /// 64 KiB bodies read by the app and echoed back, on several connections at once, reuse the
@@ -446,7 +441,7 @@ fn minor_faults(pid: i32) -> u64 {
 #[test]
 fn concurrent_64_kib_requests_do_not_fault_in_fresh_memory_each_time() {
     let (server, addr) = common::examples::start("spec:app", &["-w", "1"]);
-    let pid: i32 = get(&addr, "/pid").unwrap().text().trim().parse().unwrap();
+    let pid = worker_pid(&server, &addr);
     // As many as bench/'s load generator: with 8 the bodies in flight stayed under the threshold.
     const CONNS: usize = 50;
     const EACH: usize = 40;

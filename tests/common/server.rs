@@ -624,6 +624,8 @@ pub struct ProcStat {
     pub state: char,
     pub ppid: i32,
     pub pgrp: i32,
+    /// Minor page faults so far (absent from a truncated line).
+    pub minflt: Option<u64>,
 }
 
 /// Parses /proc/PID/stat (`comm` may contain spaces and parentheses).
@@ -641,12 +643,15 @@ pub fn parse_stat(s: &str) -> Option<ProcStat> {
     let state = rest.next()?.chars().next()?;
     let ppid = rest.next()?.parse().ok()?;
     let pgrp = rest.next()?.parse().ok()?;
+    // session, tty_nr, tpgid, flags, then minflt.
+    let minflt = rest.nth(4).and_then(|v| v.parse().ok());
     Some(ProcStat {
         pid,
         comm,
         state,
         ppid,
         pgrp,
+        minflt,
     })
 }
 

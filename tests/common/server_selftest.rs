@@ -11,6 +11,9 @@ fn stat_parsing_handles_odd_comm() {
         (st.pid, st.comm.as_str(), st.state, st.ppid, st.pgrp),
         (123, "a (b) c", 'S', 1, 123)
     );
+    assert_eq!(st.minflt, None);
+    let st = parse_stat("7 (w) S 1 7 7 0 -1 4194560 77 0 0").unwrap();
+    assert_eq!(st.minflt, Some(77));
 }
 
 #[test]
