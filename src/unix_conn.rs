@@ -90,6 +90,46 @@ fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     check(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) })
 }
 
+fn send_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is valid (no address, no control data); `IoSlice` is
+    // ABI-compatible with `iovec`, and the slices outlive the call. MSG_NOSIGNAL as in `send`.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+    check(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) })
+}
+
+impl UnixConn {
+    /// Runs `op` (a send) once the socket can take it: straight away while writes do not
+    /// block, on write readiness (through the duplicate descriptor) once one has.
+    fn poll_send(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        op: impl Fn(RawFd) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        let fd = self.fd();
+        loop {
+            if let Some(w) = &self.write {
+                let mut guard = ready!(w.poll_write_ready(cx))?;
+                match guard.try_io(|_| op(fd)) {
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(r) => return Poll::Ready(r),
+                    Err(_would_block) => {}
+                }
+                continue;
+            }
+            match op(fd) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let dup = self.read.get_ref().as_fd().try_clone_to_owned()?;
+                    self.write = Some(register(dup, Interest::WRITABLE)?);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+}
+
 impl AsyncRead for UnixConn {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -125,30 +165,23 @@ impl AsyncRead for UnixConn {
 
 impl AsyncWrite for UnixConn {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let fd = self.fd();
-        loop {
-            if let Some(w) = &self.write {
-                let mut guard = ready!(w.poll_write_ready(cx))?;
-                match guard.try_io(|_| send(fd, buf)) {
-                    Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Ok(r) => return Poll::Ready(r),
-                    Err(_would_block) => {}
-                }
-                continue;
-            }
-            match send(fd, buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let dup = self.read.get_ref().as_fd().try_clone_to_owned()?;
-                    self.write = Some(register(dup, Interest::WRITABLE)?);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                r => return Poll::Ready(r),
-            }
-        }
+        self.poll_send(cx, |fd| send(fd, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_send(cx, |fd| send_vectored(fd, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {

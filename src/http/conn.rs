@@ -1134,6 +1134,45 @@ where
     Ok(())
 }
 
+/// Writes `a` then `b`, in one vectored write where the stream takes one.
+async fn write_pair<W, R>(
+    w: &mut W,
+    a: &[u8],
+    b: &[u8],
+    pump: &mut Option<Pump<'_, R>>,
+) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
+    if a.is_empty() || !w.is_write_vectored() {
+        write_all(w, a, pump).await?;
+        return write_all(w, b, pump).await;
+    }
+    let n = loop {
+        let bufs = [io::IoSlice::new(a), io::IoSlice::new(b)];
+        match pump.as_mut().filter(|p| p.active()) {
+            Some(p) => {
+                tokio::select! {
+                    biased;
+                    n = w.write_vectored(&bufs) => break n?,
+                    _ = p.step() => continue,
+                }
+            }
+            None => break w.write_vectored(&bufs).await?,
+        }
+    };
+    if n == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    if n < a.len() {
+        write_all(w, &a[n..], pump).await?;
+        write_all(w, b, pump).await
+    } else {
+        write_all(w, &b[n - a.len()..], pump).await
+    }
+}
+
 /// Writes the reply (or a 500 for a failed app) and says how the exchange ended.
 async fn write_outcome<W, R>(
     w: &mut W,
@@ -1338,15 +1377,13 @@ where
                         if c.len() <= COPY_MAX {
                             out.extend_from_slice(&c);
                         } else {
-                            if write_all(w, out, pump).await.is_err() {
+                            // What is gathered (the head, a chunk's framing) and the chunk go
+                            // out in one write.
+                            if write_pair(w, out, &c, pump).await.is_err() {
                                 intact = false;
                                 break;
                             }
                             out.clear();
-                            if write_all(w, &c, pump).await.is_err() {
-                                intact = false;
-                                break;
-                            }
                         }
                         if wire == Wire::Chunked {
                             out.extend_from_slice(b"\r\n");

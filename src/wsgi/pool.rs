@@ -93,9 +93,19 @@ impl Pool {
                     // keeps one Python thread state, so `threading.local` data (an app's
                     // per-thread database connection, say) lives from request to request.
                     Python::attach(|py| {
-                        while let Ok(job) = py.detach(|| rx.recv()) {
+                        // A finished job's permit is given back only once the GIL is released:
+                        // the event-loop thread it wakes (to call the app inline) then finds
+                        // the GIL free, instead of preempting this thread only to wait for it.
+                        let mut done: Option<OwnedSemaphorePermit> = None;
+                        while let Ok(job) = py.detach(|| {
+                            drop(done.take());
+                            rx.recv()
+                        }) {
                             let _b = busy.enter(first_slot + i);
-                            if catch_unwind(AssertUnwindSafe(|| run(py, &app, job))).is_err() {
+                            let ran = catch_unwind(AssertUnwindSafe(|| run(py, &app, job)));
+                            if let Ok(permit) = ran {
+                                done = permit;
+                            } else {
                                 // The reply was dropped with the job (the client gets a 500 or
                                 // a cut response); a reply left for write() goes the same way.
                                 drop(take_reply());
@@ -118,8 +128,9 @@ impl Pool {
     }
 }
 
-/// Runs a job: the app called if it was not yet, then its result consumed.
-fn run(py: Python<'_>, app: &WsgiApp, job: Job) {
+/// Runs a job: the app called if it was not yet, then its result consumed. Returns the job's
+/// permit, to be released once the GIL is.
+fn run(py: Python<'_>, app: &WsgiApp, job: Job) -> Option<OwnedSemaphorePermit> {
     let (pending, reply, permit) = match job {
         Job::Call { req, reply, permit } => {
             // write() during the call starts the response with it.
@@ -132,7 +143,7 @@ fn run(py: Python<'_>, app: &WsgiApp, job: Job) {
                     if let Some(reply) = reply {
                         let _ = reply.send(r);
                     }
-                    return;
+                    return Some(permit);
                 }
                 Called::Iterate(p) => (p, reply, permit),
             }
@@ -144,5 +155,5 @@ fn run(py: Python<'_>, app: &WsgiApp, job: Job) {
         } => (pending, Some(reply), permit),
     };
     app.iterate(py, pending, reply);
-    drop(permit);
+    Some(permit)
 }

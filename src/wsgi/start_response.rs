@@ -180,6 +180,61 @@ pub struct Streaming {
     pub tx: stream::Sender,
     /// Bytes the app's `Content-Length` still allows.
     pub remaining: Option<u64>,
+    /// The reply, handed to the connection once its first chunks are queued: woken for the
+    /// head, the connection finds them, instead of being woken again for them. (In a mutex
+    /// only because a `pyclass` must be `Sync`; it is never contended.)
+    announce: std::sync::Mutex<Option<(oneshot::Sender<Outcome>, Reply)>>,
+}
+
+impl Streaming {
+    fn announce(&mut self) {
+        let pending = self
+            .announce
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((to, reply)) = pending {
+            let _ = to.send(Outcome::Reply(reply));
+        }
+    }
+
+    /// Queues `chunks` up to the app's `Content-Length`; the reply is announced before any wait
+    /// for room (the connection must be draining). False: nothing more can go out.
+    fn queue(&mut self, py: Python<'_>, chunks: impl Iterator<Item = Bytes>) -> bool {
+        for c in chunks {
+            let c = match self.remaining.as_mut() {
+                Some(0) => return false,
+                Some(left) => {
+                    let c = if c.len() as u64 > *left {
+                        c.slice(..*left as usize)
+                    } else {
+                        c
+                    };
+                    *left -= c.len() as u64;
+                    c
+                }
+                None => c,
+            };
+            let sent = match self.tx.try_send(Ok(c)) {
+                stream::TrySend::Sent => true,
+                stream::TrySend::Closed => false,
+                stream::TrySend::Full(c) => {
+                    self.announce();
+                    super::response::send(py, &self.tx, c)
+                }
+            };
+            if !sent {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.announce();
+    }
 }
 
 /// The state behind one request's `start_response` and `write` callables.
@@ -220,7 +275,8 @@ impl StartResponse {
     }
 
     /// Starts the reply with `reply`: the head goes out with a streamed body (whose first chunks
-    /// are what `write()` kept). False when there is no head yet.
+    /// are what `write()` kept), announced by the first [`StartResponse::send_body`]. False when
+    /// there is no head yet.
     pub fn start_stream(
         &mut self,
         reply: oneshot::Sender<Outcome>,
@@ -232,14 +288,16 @@ impl StartResponse {
         };
         self.headers_sent = true;
         let (tx, rx) = stream::channel();
-        self.stream = Some(Streaming {
-            tx,
-            remaining: head.content_length,
-        });
-        let _ = reply.send(Outcome::Reply(Reply {
+        let remaining = head.content_length;
+        let announce = Reply {
             log_vars,
             ..Reply::new(head, ReplyBody::Stream(rx))
-        }));
+        };
+        self.stream = Some(Streaming {
+            tx,
+            remaining,
+            announce: std::sync::Mutex::new(Some((reply, announce))),
+        });
         true
     }
 
@@ -251,25 +309,9 @@ impl StartResponse {
             return false;
         };
         let kept = std::mem::take(&mut self.written);
-        for c in kept.into_iter().chain(chunk) {
-            let c = match s.remaining.as_mut() {
-                Some(0) => return false,
-                Some(left) => {
-                    let c = if c.len() as u64 > *left {
-                        c.slice(..*left as usize)
-                    } else {
-                        c
-                    };
-                    *left -= c.len() as u64;
-                    c
-                }
-                None => c,
-            };
-            if !super::response::send(py, &s.tx, Ok(c)) {
-                return false;
-            }
-        }
-        s.remaining != Some(0)
+        let open = s.queue(py, kept.into_iter().chain(chunk));
+        s.announce();
+        open && s.remaining != Some(0)
     }
 
     pub fn head(&self) -> Option<&Head> {
