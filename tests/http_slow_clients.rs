@@ -66,23 +66,81 @@ fn small_window(addr: &Addr) -> TcpStream {
 /// Reads until the server closes (or resets) the connection, at most `limit`; returns the bytes
 /// read and whether the connection ended within `limit`.
 fn read_to_end_within(s: &mut TcpStream, limit: Duration) -> (usize, bool) {
+    let (got, ended) = read_all_within(s, limit);
+    (got.len(), ended)
+}
+
+/// [`read_to_end_within`], keeping the bytes.
+fn read_all_within(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
     let until = Instant::now() + limit;
     let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0;
+    let mut got = Vec::new();
     loop {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return (total, false);
+            return (got, false);
         }
         s.set_read_timeout(Some(left)).unwrap();
         match s.read(&mut buf) {
-            Ok(0) => return (total, true),
-            Ok(n) => total += n,
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (total, true),
-            Err(e) if is_timeout(&e) => return (total, false),
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (got, true),
+            Err(e) if is_timeout(&e) => return (got, false),
             Err(e) => panic!("reading: {e}"),
         }
     }
+}
+
+/// Checks that `wire` (a response as received, possibly cut anywhere) is a prefix of review.py's
+/// `/counting` reply: one head, then the counting body, chunked or not. Returns the body bytes.
+fn counting_prefix(wire: &[u8], chunked: bool) -> Result<usize, String> {
+    let end = wire
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no complete head")?;
+    let mut rest = &wire[end + 4..];
+    let mut body = Vec::new();
+    if chunked {
+        while !rest.is_empty() {
+            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+                break; // cut inside a size line
+            };
+            let line = std::str::from_utf8(&rest[..eol]).map_err(|_| "a size line not text")?;
+            let size = usize::from_str_radix(line, 16).map_err(|_| {
+                format!(
+                    "bad chunk size line {line:?} after {} body bytes",
+                    body.len()
+                )
+            })?;
+            rest = &rest[eol + 2..];
+            let take = size.min(rest.len());
+            body.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if take < size {
+                break;
+            }
+            let crlf = rest.len().min(2);
+            if rest[..crlf] != b"\r\n"[..crlf] {
+                return Err(format!(
+                    "no CRLF after a chunk, {} body bytes in",
+                    body.len()
+                ));
+            }
+            rest = &rest[crlf..];
+        }
+    } else {
+        body.extend_from_slice(rest);
+    }
+    for (i, word) in body.chunks(4).enumerate() {
+        let want = (i as u32).to_be_bytes();
+        if word != &want[..word.len()] {
+            return Err(format!(
+                "body byte {} is not the count (word {word:?}, want {want:?})",
+                i * 4
+            ));
+        }
+    }
+    Ok(body.len())
 }
 
 fn pid_of(server: &common::server::Server, addr: &Addr) -> i32 {
@@ -256,6 +314,41 @@ fn a_list_reply_to_a_client_that_never_reads_is_cut() {
         "the whole {mb} MiB reply arrived ({got} bytes) after 5 s of not reading\n{}",
         server.report()
     );
+    assert_serves_review(&server, &addr);
+}
+
+/// A write that runs into `--send-timeout` cuts the response. What had been gathered for that
+/// write (the head, a chunk's framing, chunks copied together) stayed in the output buffer and
+/// went out again in the flush at the end, under a fresh send timeout: a client that read again
+/// within it got those bytes twice, inside the body.
+#[test]
+fn a_response_cut_by_the_send_timeout_never_repeats_bytes() {
+    let (server, addr) = start_app("review:app", &["--send-timeout", "2"]);
+    // 32 MiB, far more than the socket buffers hold: 64 KiB chunks from a generator (chunked,
+    // each chunk written with its framing) and 20 KiB chunks of a list (Content-Length, copied
+    // together before they are written).
+    for (target, chunked, whole) in [
+        ("/counting?n=512", true, 512 << 16),
+        ("/counting?n=1638&kib=20&list=1", false, (1638 * 20) << 10),
+    ] {
+        let mut s = small_window(&addr);
+        s.write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        // Past the send timeout, and back before a second one would have run out.
+        std::thread::sleep(Duration::from_secs(3));
+        let (got, ended) = read_all_within(&mut s, Duration::from_secs(20));
+        assert!(
+            ended,
+            "{target}: the connection was still open\n{}",
+            server.report()
+        );
+        let body = counting_prefix(&got, chunked)
+            .unwrap_or_else(|e| panic!("{target}: {e}\n{}", server.report()));
+        assert!(
+            body < whole,
+            "{target}: the whole body arrived ({body} bytes): the send timeout did not cut it"
+        );
+    }
     assert_serves_review(&server, &addr);
 }
 

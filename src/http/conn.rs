@@ -1287,6 +1287,8 @@ where
                         out.extend_from_slice(&c);
                     } else {
                         if write_all(w, out, pump).await.is_err() {
+                            // Part of `out` may be on the wire: it must not go again.
+                            out.clear();
                             intact = false;
                             break;
                         }
@@ -1334,6 +1336,7 @@ where
                     None => {
                         if !out.is_empty() {
                             if write_all(w, out, pump).await.is_err() {
+                                out.clear();
                                 intact = false;
                                 break;
                             }
@@ -1380,6 +1383,8 @@ where
                             // What is gathered (the head, a chunk's framing) and the chunk go
                             // out in one write.
                             if write_pair(w, out, &c, pump).await.is_err() {
+                                // Part of `out` may be on the wire: it must not go again.
+                                out.clear();
                                 intact = false;
                                 break;
                             }
@@ -1390,6 +1395,7 @@ where
                         }
                         if out.len() >= OUT_FLUSH {
                             if write_all(w, out, pump).await.is_err() {
+                                out.clear();
                                 intact = false;
                                 break;
                             }

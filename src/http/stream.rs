@@ -272,8 +272,9 @@ impl Receiver {
     }
 }
 
-/// Arms the look-again timer (registering `cx` with it); false outside a tokio runtime
-/// with a timer, where the receiver is simply woken per chunk.
+/// Arms the look-again timer (registering `cx` with it); false outside a tokio runtime, where
+/// the receiver is simply woken per chunk. (A runtime must have its timer enabled: the worker's
+/// and every test's are built with `enable_all`.)
 fn arm(
     timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
     armed: &mut bool,
@@ -291,6 +292,8 @@ fn arm(
     }
     let t = timer.as_mut().expect("just set");
     if t.as_mut().poll(cx).is_ready() {
+        // Nothing is registered to wake us: the next chunk must.
+        *armed = false;
         return false;
     }
     *armed = true;
@@ -303,7 +306,10 @@ impl Drop for Receiver {
         s.rx_gone = true;
         let queued = std::mem::take(&mut s.queue);
         let waiting = std::mem::take(&mut s.producers_waiting);
+        // Our own waker (the connection task's) need not outlive us.
+        let waker = s.waker.take();
         drop(s);
+        drop(waker);
         if waiting {
             self.shared.tell_producers();
         }
